@@ -1,0 +1,99 @@
+/**
+ * The `stargz` command line: subcommand dispatch, help, version and exit codes.
+ */
+import { log } from "../log/mod.ts";
+import { invokedName, runtimeVersion } from "../runtime/mod.ts";
+import { RootDirError, SocketPathError } from "../service/mod.ts";
+import { CommandError } from "./_command.ts";
+import type { Command } from "./_command.ts";
+import { COMMANDS } from "./_commands.ts";
+import { formatFlags, parseFlags, UsageError } from "./_flags.ts";
+import { REVISION, VERSION } from "./_version.ts";
+
+export type { Command } from "./_command.ts";
+export { CommandError } from "./_command.ts";
+
+/** The name under which the binary behaves like the Go daemon. */
+export const GO_DAEMON_NAME = "containerd-stargz-grpc";
+
+function topHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const rows = COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n");
+  return `stargz ${VERSION}: containerd Stargz Snapshotter (lazy eStargz layers over FUSE)
+
+Usage:
+  stargz <command> [flags] [args]
+  stargz --version
+  ${GO_DAEMON_NAME} [flags]     (a link with this name runs "stargz serve")
+
+Commands:
+${rows}
+
+Run "stargz <command> --help" for a command's flags.`;
+}
+
+function commandHelp(cmd: Command): string {
+  return `Usage: stargz ${cmd.name} ${cmd.usage}\n\n${cmd.summary}\n\nFlags:\n${
+    formatFlags(cmd.flags)
+  }`;
+}
+
+function versionLine(): string {
+  return `stargz ${VERSION} ${REVISION} (${runtimeVersion()})`;
+}
+
+/** Runs the command line `args`; resolves to the exit code. Never throws. */
+export async function main(args: readonly string[]): Promise<number> {
+  let rest = [...args];
+  let cmd: Command | undefined;
+  if (invokedName() === GO_DAEMON_NAME) {
+    cmd = COMMANDS.find((c) => c.name === "serve");
+  } else {
+    const first = rest[0];
+    if (
+      first === undefined || first === "help" || first === "-h" || first === "--help" ||
+      first === "-help"
+    ) {
+      console.log(topHelp());
+      return first === undefined ? 2 : 0;
+    }
+    if (first === "--version" || first === "-version" || first === "version" || first === "-v") {
+      console.log(versionLine());
+      return 0;
+    }
+    cmd = COMMANDS.find((c) => c.name === first);
+    if (!cmd) {
+      console.error(`stargz: unknown command "${first}" (run "stargz --help")`);
+      return 2;
+    }
+    rest = rest.slice(1);
+  }
+  if (!cmd) return 2;
+  if (rest.some((a) => a === "-h" || a === "--help" || a === "-help")) {
+    console.log(commandHelp(cmd));
+    return 0;
+  }
+  if (rest.some((a) => a === "--version" || a === "-version")) {
+    console.log(versionLine());
+    return 0;
+  }
+  try {
+    const flags = parseFlags(rest, cmd.flags);
+    return await cmd.run(flags);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`stargz ${cmd.name}: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof CommandError) {
+      log.error(err.message, { command: cmd.name });
+      return err.exitCode;
+    }
+    if (err instanceof SocketPathError || err instanceof RootDirError) {
+      log.error(err.message, { command: cmd.name });
+      return 1;
+    }
+    log.error(`unexpected failure: ${(err as Error)?.stack ?? String(err)}`, { command: cmd.name });
+    return 1;
+  }
+}

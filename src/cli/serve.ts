@@ -1,0 +1,83 @@
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
+import { startDaemon } from "../service/mod.ts";
+import type { Command } from "./_command.ts";
+import { CommandError } from "./_command.ts";
+import { str } from "./_flags.ts";
+
+/** Defaults shared with the Go `containerd-stargz-grpc`. */
+export const DEFAULT_ADDRESS = "/run/containerd-stargz-grpc/containerd-stargz-grpc.sock";
+export const DEFAULT_CONFIG = "/etc/containerd-stargz-grpc/config.toml";
+export const DEFAULT_ROOT = "/var/lib/containerd-stargz-grpc";
+
+/** Resolves when the process receives SIGINT or SIGTERM; names the signal. */
+function nextStopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string) => () => resolve(sig);
+    process.once("SIGINT", on("SIGINT"));
+    process.once("SIGTERM", on("SIGTERM"));
+  });
+}
+
+/** `stargz serve`: the snapshotter daemon (what `containerd-stargz-grpc` runs). */
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "run the snapshotter daemon (containerd proxy plugin)",
+  usage: "[--address SOCKET] [--config FILE] [--root DIR] [--log-level LEVEL]",
+  flags: [
+    {
+      name: "address",
+      kind: "string",
+      default: DEFAULT_ADDRESS,
+      help: "address for the snapshotter's GRPC server",
+      valueName: "SOCKET",
+    },
+    {
+      name: "config",
+      kind: "string",
+      default: DEFAULT_CONFIG,
+      help: "path to the configuration file",
+      valueName: "FILE",
+    },
+    {
+      name: "root",
+      kind: "string",
+      default: DEFAULT_ROOT,
+      help: "path to the root directory for this snapshotter",
+      valueName: "DIR",
+    },
+    {
+      name: "log-level",
+      kind: "string",
+      default: "info",
+      help: "set the logging level [trace, debug, info, warn, error, fatal, panic]",
+      valueName: "LEVEL",
+    },
+  ],
+  async run(flags) {
+    const levelName = str(flags, "log-level") ?? "info";
+    const level = parseLogLevel(levelName);
+    if (!level) throw new CommandError(`invalid --log-level "${levelName}"`, 2);
+    setLogLevel(level);
+    const configPath = str(flags, "config") ?? DEFAULT_CONFIG;
+    let loaded;
+    try {
+      loaded = await loadConfig(configPath, { explicit: flags.given.has("config") });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new CommandError(err.message, 1);
+      throw err;
+    }
+    for (const w of loaded.warnings) log.warn(w, { config: configPath });
+    const stopped = nextStopSignal();
+    const daemon = await startDaemon({
+      address: str(flags, "address") ?? DEFAULT_ADDRESS,
+      root: str(flags, "root") ?? DEFAULT_ROOT,
+      config: loaded.config,
+      log,
+    });
+    const sig = await stopped;
+    log.info("shutting down", { signal: sig });
+    await daemon.stop();
+    return 0;
+  },
+};
