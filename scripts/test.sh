@@ -27,8 +27,10 @@ echo "== deno test (${#FILES[@]} files)"
 "$BIN/deno" test -A --no-check=remote "${FILES[@]}" 2>&1 | tee "$LOGDIR/deno.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGDIR/deno.log" | grep -E '^(ok|FAILED) \|' | tail -1)
-dp=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-df=$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+# Deno counts describe() blocks as tests and their it() cases as steps: count both.
+num() { grep -oE "[0-9]+ $1" <<<"$2" | awk '{s+=$1} END {print s+0}'; }
+dp=$(( $(num passed "$summary") + $(num 'steps' "$(grep -oE 'passed \([0-9]+ steps\)' <<<"$summary")") ))
+df=$(( $(num failed "$summary") + $(num 'steps' "$(grep -oE 'failed \([0-9]+ steps\)' <<<"$summary")") ))
 
 echo "bun: ${bp} passed, ${bf} failed; deno: ${dp} passed, ${df} failed"
 passed=$((passed + bp + dp)); failed=$((failed + bf + df))

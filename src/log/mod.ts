@@ -40,14 +40,16 @@ export function logEnabled(level: LogLevel): boolean {
   return LOG_LEVELS.indexOf(level) >= minLevel;
 }
 
-const origin = BigInt(Math.round(performance.timeOrigin * 1e6)) * 1000n;
-
-/** Current wall-clock time as RFC 3339 with nanoseconds, in UTC. */
+/**
+ * Current wall-clock time as RFC 3339 with nanoseconds, in UTC. Milliseconds come from the wall
+ * clock (which follows NTP adjustments in a long-running daemon); the finer digits from the
+ * monotonic clock, which is only used for ordering lines within a millisecond.
+ */
 export function rfc3339Nano(): string {
-  const ns = origin + BigInt(Math.round(performance.now() * 1e6));
-  const ms = Number(ns / 1_000_000n);
+  const ms = Date.now();
+  const subMs = Math.floor((performance.now() % 1) * 1e6);
   const iso = new Date(ms).toISOString(); // 2026-11-27T19:05:10.123Z
-  const frac = (ns % 1_000_000_000n).toString().padStart(9, "0");
+  const frac = String((ms % 1000) * 1e6 + subMs).padStart(9, "0");
   return `${iso.slice(0, 19)}.${frac}Z`;
 }
 
