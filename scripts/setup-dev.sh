@@ -9,8 +9,10 @@ DEB_PACKAGES=(
   attr                              # getfattr/setfattr for xattr checks on FUSE mounts
   busybox-static                    # test images are built from it
   apache2-utils                     # htpasswd for the basic-auth registry tests
-  zstd kmod fuse3 libfuse2 openssl curl iproute2 e2fsprogs xfsprogs
+  zstd kmod fuse3 libfuse2 openssl curl iproute2 e2fsprogs xfsprogs file
 )
+# A fresh Debian has no Node.js: npm is what installs Bun and Deno (from the npm registry).
+command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
