@@ -20,7 +20,8 @@ const bun = path.join(root, "node_modules", ".bin", "bun");
 
 function gitRevision(): string {
   try {
-    return execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: root }).toString().trim();
+    return execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: root }).toString()
+      .trim();
   } catch {
     return "unknown";
   }
