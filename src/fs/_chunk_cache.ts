@@ -1,0 +1,221 @@
+/**
+ * The chunk cache: verified, decompressed chunks keyed by their digest, so identical chunks of
+ * different layers are stored once. A memory LRU of hot chunks sits over a disk cache under the
+ * daemon root; unlike upstream, whose cache only grows, the disk part is bounded and evicts the
+ * least recently used chunks (an evicted chunk is simply fetched again).
+ */
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+
+/** Byte-bounded least-recently-used map of chunks held in memory. */
+export class MemoryLru {
+  readonly #entries = new Map<string, Uint8Array>();
+  #bytes = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  /** The chunk for `key`, marking it most recently used. */
+  get(key: string): Uint8Array | undefined {
+    const v = this.#entries.get(key);
+    if (v === undefined) return undefined;
+    this.#entries.delete(key);
+    this.#entries.set(key, v);
+    return v;
+  }
+
+  /** Stores a chunk; chunks larger than a quarter of the bound are not kept in memory. */
+  set(key: string, value: Uint8Array): void {
+    if (value.length > this.maxBytes / 4) return;
+    const old = this.#entries.get(key);
+    if (old) {
+      this.#bytes -= old.length;
+      this.#entries.delete(key);
+    }
+    this.#entries.set(key, value);
+    this.#bytes += value.length;
+    for (const [k, v] of this.#entries) {
+      if (this.#bytes <= this.maxBytes) break;
+      this.#entries.delete(k);
+      this.#bytes -= v.length;
+    }
+  }
+
+  /** Bytes held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+}
+
+/** Counters for the admin view and benchmarks. */
+export interface ChunkCacheStats {
+  memoryHits: number;
+  diskHits: number;
+  misses: number;
+  evictions: number;
+  diskBytes: number;
+  diskChunks: number;
+  memoryBytes: number;
+}
+
+/** Sizes of the two cache levels; `maxDiskBytes` 0 means unbounded (upstream behaviour). */
+export interface ChunkCacheOptions {
+  maxDiskBytes: number;
+  maxMemoryBytes: number;
+}
+
+const KEY_RE = /^[0-9a-f]{64}$/;
+
+/** Turns `sha256:<hex>` (or bare hex) into the cache key; throws on anything else. */
+export function chunkKey(digest: string): string {
+  const hex = digest.startsWith("sha256:") ? digest.slice(7) : digest;
+  if (!KEY_RE.test(hex)) throw new Error(`invalid chunk digest ${JSON.stringify(digest)}`);
+  return hex;
+}
+
+/** Memory LRU over a bounded on-disk store of chunks. */
+export class ChunkCache {
+  readonly #memory: MemoryLru;
+  /** Disk entries in least-recently-used-first order, with their sizes. */
+  readonly #disk = new Map<string, number>();
+  #diskBytes = 0;
+  readonly #stats = { memoryHits: 0, diskHits: 0, misses: 0, evictions: 0 };
+
+  private constructor(readonly dir: string, readonly options: ChunkCacheOptions) {
+    this.#memory = new MemoryLru(options.maxMemoryBytes);
+  }
+
+  /**
+   * Opens (creating) the cache in `dir`. Chunks left by an earlier run are kept and ordered by
+   * their modification time; half-written files from a crash are removed.
+   */
+  static async open(dir: string, options: ChunkCacheOptions): Promise<ChunkCache> {
+    const cache = new ChunkCache(dir, options);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const found: { key: string; size: number; mtime: number }[] = [];
+    for (const shard of await fs.readdir(dir)) {
+      const shardDir = path.join(dir, shard);
+      let names: string[];
+      try {
+        names = await fs.readdir(shardDir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const p = path.join(shardDir, name);
+        if (!KEY_RE.test(name)) {
+          await fs.rm(p, { force: true });
+          continue;
+        }
+        const st = await fs.stat(p);
+        found.push({ key: name, size: st.size, mtime: st.mtimeMs });
+      }
+    }
+    found.sort((a, b) => a.mtime - b.mtime);
+    for (const f of found) {
+      cache.#disk.set(f.key, f.size);
+      cache.#diskBytes += f.size;
+    }
+    await cache.#evict();
+    return cache;
+  }
+
+  #file(key: string): string {
+    return path.join(this.dir, key.slice(0, 2), key);
+  }
+
+  /** True when the chunk is cached (in memory or on disk). */
+  has(key: string): boolean {
+    return this.#disk.has(key) || this.#memory.get(key) !== undefined;
+  }
+
+  /** The cached chunk, or undefined. Bytes were verified before they were stored. */
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const hot = this.#memory.get(key);
+    if (hot) {
+      this.#stats.memoryHits++;
+      this.#touch(key);
+      return hot;
+    }
+    if (!this.#disk.has(key)) {
+      this.#stats.misses++;
+      return undefined;
+    }
+    try {
+      const data = new Uint8Array(await fs.readFile(this.#file(key)));
+      if (data.length !== this.#disk.get(key)) throw new Error("size changed");
+      this.#stats.diskHits++;
+      this.#touch(key);
+      this.#memory.set(key, data);
+      return data;
+    } catch {
+      // Evicted meanwhile, or damaged by someone else: treat as a miss and forget it.
+      this.#forget(key);
+      this.#stats.misses++;
+      return undefined;
+    }
+  }
+
+  /** Stores a verified chunk, in memory at once and on disk (atomically: temp file + rename). */
+  async put(key: string, data: Uint8Array): Promise<void> {
+    this.#memory.set(key, data);
+    if (this.#disk.has(key)) {
+      this.#touch(key);
+      return;
+    }
+    const file = this.#file(key);
+    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      await fs.writeFile(tmp, data);
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      // A full disk must not fail the read that produced the chunk: keep it in memory only.
+      if ((err as NodeJS.ErrnoException).code === "ENOSPC") {
+        await this.#evict(data.length);
+        return;
+      }
+      throw err;
+    }
+    this.#disk.set(key, data.length);
+    this.#diskBytes += data.length;
+    await this.#evict();
+  }
+
+  #touch(key: string): void {
+    const size = this.#disk.get(key);
+    if (size === undefined) return;
+    this.#disk.delete(key);
+    this.#disk.set(key, size);
+  }
+
+  #forget(key: string): void {
+    const size = this.#disk.get(key);
+    if (size === undefined) return;
+    this.#disk.delete(key);
+    this.#diskBytes -= size;
+  }
+
+  /** Removes least recently used chunks until the bound (less `extra` bytes) is respected. */
+  async #evict(extra = 0): Promise<void> {
+    const max = this.options.maxDiskBytes;
+    if (max <= 0 && extra === 0) return;
+    const limit = max > 0 ? max - extra : this.#diskBytes - extra;
+    for (const key of this.#disk.keys()) {
+      if (this.#diskBytes <= limit) break;
+      this.#forget(key);
+      this.#stats.evictions++;
+      await fs.rm(this.#file(key), { force: true });
+    }
+  }
+
+  /** Current counters. */
+  stats(): ChunkCacheStats {
+    return {
+      ...this.#stats,
+      diskBytes: this.#diskBytes,
+      diskChunks: this.#disk.size,
+      memoryBytes: this.#memory.bytes,
+    };
+  }
+}
