@@ -1,0 +1,120 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  blocksOf,
+  LayerTree,
+  OPAQUE_XATTR,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+} from "./_tree.ts";
+import type { TreeEntry } from "./_tree.ts";
+
+const names = (t: LayerTree, p: string): string[] => [...(t.lookupPath(p)?.children?.keys() ?? [])];
+
+describe("LayerTree", () => {
+  it("keeps TOC order, implies missing parents and hides the format's own entries", () => {
+    const t = new LayerTree([
+      { name: ".no.prefetch.landmark", type: "reg", size: 1 },
+      { name: "b", type: "reg", size: 3, mode: 0o644 },
+      { name: "a/deep/x", type: "reg", size: 1 },
+      { name: "a", type: "dir", mode: 0o700, uid: 5 },
+      { name: "stargz.index.json", type: "reg" },
+    ]);
+    assert.deepEqual(names(t, ""), ["b", "a"]);
+    assert.deepEqual(names(t, "a"), ["deep"]);
+    const a = t.lookupPath("a")!;
+    assert.equal(a.mode, S_IFDIR | 0o700);
+    assert.equal(a.uid, 5);
+    assert.equal(t.lookupPath("a/deep")!.mode, S_IFDIR | 0o755);
+    assert.equal(a.nlink, 3);
+    assert.equal(t.root.nlink, 3);
+  });
+
+  it("maps modes, links, devices, mtimes, xattrs and blocks", () => {
+    const t = new LayerTree(
+      [
+        {
+          name: "f",
+          type: "reg",
+          size: 5000,
+          mode: 0o4755,
+          modtime: "2021-03-04T05:06:07Z",
+          xattrs: { "user.k": Buffer.from("v\0x").toString("base64") },
+        },
+        { name: "l", type: "symlink", linkName: "f/ü" },
+        { name: "c", type: "char", devMajor: 1, devMinor: 3, mode: 0o666 },
+      ] satisfies TreeEntry[],
+    );
+    const f = t.lookupPath("f")!;
+    assert.equal(f.mode, S_IFREG | 0o4755);
+    assert.equal(f.mtimeMs, Date.UTC(2021, 2, 4, 5, 6, 7));
+    assert.deepEqual([...f.xattrs.get("user.k")!], [0x76, 0, 0x78]);
+    assert.equal(blocksOf(f.size), 16);
+    const l = t.lookupPath("l")!;
+    assert.equal(l.mode & S_IFMT, S_IFLNK);
+    assert.equal(l.size, 4, "symlink size is the byte length of its target");
+    const c = t.lookupPath("c")!;
+    assert.deepEqual([c.mode, c.rdevMajor, c.rdevMinor], [S_IFCHR | 0o666, 1, 3]);
+  });
+
+  it("shares one node among hardlinks and counts links", () => {
+    const t = new LayerTree([
+      { name: "x", type: "reg", size: 2 },
+      { name: "d/y", type: "hardlink", linkName: "x" },
+      { name: "z", type: "hardlink", linkName: "d/y" },
+    ]);
+    const x = t.lookupPath("x")!;
+    assert.equal(t.lookupPath("d/y"), x);
+    assert.equal(t.lookupPath("z"), x);
+    assert.equal(x.nlink, 3);
+    assert.equal(x.path, "x");
+  });
+
+  it("serves whiteouts as 0:0 character devices and opaque markers as xattrs", () => {
+    const t = new LayerTree([
+      { name: "etc", type: "dir", mode: 0o755 },
+      { name: "etc/.wh.passwd", type: "reg" },
+      { name: "etc/.wh.group", type: "reg" },
+      { name: "etc/group", type: "reg", size: 1 },
+      { name: "var/.wh..wh..opq", type: "reg" },
+      { name: "var", type: "dir", mode: 0o711 },
+    ]);
+    assert.deepEqual(names(t, "etc"), ["group", "passwd"]);
+    const wh = t.lookupPath("etc/passwd")!;
+    assert.equal(wh.whiteout, true);
+    assert.equal(wh.mode, S_IFCHR);
+    assert.deepEqual([wh.rdevMajor, wh.rdevMinor], [0, 0]);
+    assert.equal(
+      t.lookupPath("etc/group")!.mode & S_IFMT,
+      S_IFREG,
+      "a real entry beats its whiteout",
+    );
+    const v = t.lookupPath("var")!;
+    assert.equal(new TextDecoder().decode(v.xattrs.get(OPAQUE_XATTR)), "y");
+    assert.equal(v.mode, S_IFDIR | 0o711, "metadata after the marker keeps the opaque xattr");
+    assert.equal(names(t, "var").length, 0);
+  });
+
+  it("lets a later entry of the same name win", () => {
+    const t = new LayerTree([
+      { name: "a", type: "reg", size: 1 },
+      { name: "b", type: "reg", size: 1 },
+      { name: "a", type: "symlink", linkName: "b" },
+    ]);
+    assert.deepEqual(names(t, ""), ["b", "a"]);
+    assert.equal(t.lookupPath("a")!.linkName, "b");
+  });
+
+  it("gives stable ids from 1 (the root)", () => {
+    const entries = [{ name: "a", type: "reg" }, { name: "b", type: "dir" }];
+    const t1 = new LayerTree(entries);
+    const t2 = new LayerTree(entries);
+    assert.equal(t1.root.id, 1);
+    assert.equal(t1.node(1), t1.root);
+    assert.equal(t1.lookupPath("b")!.id, t2.lookupPath("b")!.id);
+    assert.equal(t1.node(999), undefined);
+  });
+});
