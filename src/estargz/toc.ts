@@ -1,0 +1,139 @@
+/**
+ * The eStargz table of contents (`stargz.index.json`): its schema, decoding and encoding, and the
+ * entry-name rules. Field names and their `omitempty` behaviour follow the Go `estargz.TOCEntry`.
+ */
+import * as v from "valibot";
+import { InvalidEntryError, TocError } from "./errors.ts";
+
+/** Name of the tar entry that carries the TOC in gzip eStargz. */
+export const TOC_TAR_NAME = "stargz.index.json";
+/** Landmark placed after the prioritized files. */
+export const PREFETCH_LANDMARK = ".prefetch.landmark";
+/** Landmark placed first when there are no prioritized files. */
+export const NO_PREFETCH_LANDMARK = ".no.prefetch.landmark";
+/** Layer annotation holding the TOC digest. */
+export const TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest";
+/** Layer annotation holding the size of the uncompressed layer. */
+export const UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size";
+
+/** The kinds of TOC entry. */
+export const ENTRY_TYPES = [
+  "dir",
+  "reg",
+  "symlink",
+  "hardlink",
+  "char",
+  "block",
+  "fifo",
+  "chunk",
+] as const;
+/** One of {@link ENTRY_TYPES}. */
+export type EntryType = (typeof ENTRY_TYPES)[number];
+
+const int = v.pipe(v.number(), v.integer(), v.minValue(0));
+const sha256 = v.pipe(v.string(), v.regex(/^sha256:[0-9a-f]{64}$/));
+
+/** valibot schema of one TOC entry. */
+export const TocEntrySchema = v.object({
+  name: v.string(),
+  type: v.picklist(ENTRY_TYPES),
+  size: v.optional(int),
+  modtime: v.optional(v.string()),
+  linkName: v.optional(v.string()),
+  mode: v.optional(int),
+  uid: v.optional(int),
+  gid: v.optional(int),
+  userName: v.optional(v.string()),
+  groupName: v.optional(v.string()),
+  offset: v.optional(int),
+  innerOffset: v.optional(int),
+  devMajor: v.optional(int),
+  devMinor: v.optional(int),
+  xattrs: v.optional(v.record(v.string(), v.string())),
+  digest: v.optional(v.union([v.literal(""), sha256])),
+  chunkOffset: v.optional(int),
+  chunkSize: v.optional(int),
+  chunkDigest: v.optional(v.union([v.literal(""), sha256])),
+});
+
+/** valibot schema of the whole TOC. */
+export const TocSchema = v.object({
+  version: v.literal(1),
+  entries: v.array(TocEntrySchema),
+});
+
+/** One TOC entry as stored in the JSON (`xattrs` values are base64). */
+export type TocEntry = v.InferOutput<typeof TocEntrySchema>;
+/** The TOC as stored in the JSON. */
+export type Toc = v.InferOutput<typeof TocSchema>;
+
+/** Decodes and validates TOC JSON bytes. */
+export function decodeToc(json: Uint8Array): Toc {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(json));
+  } catch (err) {
+    throw new TocError(`error decoding TOC JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const r = v.safeParse(TocSchema, raw);
+  if (!r.success) {
+    const issue = r.issues[0];
+    const where = v.getDotPath(issue) ?? "(root)";
+    throw new TocError(`TOC JSON does not match the schema at ${where}: ${issue.message}`);
+  }
+  return r.output;
+}
+
+/** Encodes a TOC the way Go's `json.MarshalIndent(toc, "", "\t")` lays it out. */
+export function encodeToc(toc: Toc): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(toc, null, "\t"));
+}
+
+/**
+ * Normalises a tar/TOC name to a root-relative path (`./a/b/` → `a/b`, `./` → ``). Throws
+ * {@link InvalidEntryError} when the name holds NUL, is absolute, or climbs out with `..`.
+ */
+export function cleanEntryName(name: string): string {
+  // Fast path for the common already-clean name.
+  if (
+    name.length > 0 && name.charCodeAt(0) !== 47 && !name.includes("//") &&
+    !name.includes("\0") && !/(^|\/)\.\.?(\/|$)/.test(name) && !name.endsWith("/")
+  ) {
+    return name;
+  }
+  if (name.includes("\0")) throw new InvalidEntryError(name, "name contains a NUL byte");
+  if (name.startsWith("/") && name !== "/" && !/^\/+$/.test(name)) {
+    throw new InvalidEntryError(name, "absolute name");
+  }
+  const out: string[] = [];
+  for (const part of name.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") throw new InvalidEntryError(name, "name escapes the root with '..'");
+    out.push(part);
+  }
+  return out.join("/");
+}
+
+/** Formats a modification time as the TOC stores it: RFC 3339 UTC, rounded to the second. */
+export function formatModtime(ms: number): string | undefined {
+  const s = Math.round(ms / 1000);
+  if (!Number.isFinite(s) || s === 0) return undefined;
+  return new Date(s * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** Parses a TOC `modtime` into milliseconds since the epoch (0 when absent or unparsable). */
+export function parseModtime(s: string | undefined): number {
+  if (!s) return 0;
+  const t = Date.parse(s);
+  return Number.isNaN(t) ? 0 : t;
+}
+
+/** Decodes an entry's base64 xattr values. */
+export function decodeXattrs(entry: Pick<TocEntry, "xattrs">): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  for (const [k, b64] of Object.entries(entry.xattrs ?? {})) {
+    const buf = Buffer.from(b64, "base64");
+    out.set(k, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength));
+  }
+  return out;
+}
