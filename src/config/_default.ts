@@ -110,9 +110,11 @@ listen_path = ""
 #   [[resolver.host."docker.io".mirrors]]
 #   host = "mirror.example.com"
 #   insecure = false          # plain HTTP instead of HTTPS
-#   request_timeout_sec = 30  # 0 = 30, negative = no timeout
+#   request_timeout_sec = 0   # 0 = the request_timeout_sec below, negative = no timeout
 #   header = { "x-custom" = ["a", "b"] }
 [resolver]
+# Timeout in seconds of each registry request when a mirror sets none (0 = 30; negative = none).
+request_timeout_sec = 30
 
 [snapshotter]
 # Start even when some remote snapshots can no longer reach their registry.

@@ -108,8 +108,8 @@ const HEADER_VALUE = "a string or an array of strings";
 export const MirrorSchema = v.strictObject({
   host: v.pipe(v.string(STRING), v.minLength(1, "a non-empty host name")),
   insecure: bool(),
-  // 0 means the 30 s default; a negative value means no timeout.
-  request_timeout_sec: intZeroIsDefault(30),
+  // 0 means [resolver] request_timeout_sec (upstream: a fixed 30 s); negative means no timeout.
+  request_timeout_sec: int(0),
   header: v.optional(
     v.record(
       v.string(),
@@ -189,6 +189,8 @@ export const ConfigSchema = v.strictObject({
     listen_path: str(),
   }),
   resolver: table({
+    // Ours: the timeout of registries and mirrors that set none (upstream hard-codes 30 s).
+    request_timeout_sec: intZeroIsDefault(30),
     host: v.optional(
       v.record(
         v.string(),
