@@ -75,8 +75,12 @@ export const serveCommand: Command = {
       config: loaded.config,
       log,
     });
-    const sig = await stopped;
-    log.info("shutting down", { signal: sig });
+    const outcome = await Promise.race([stopped, daemon.fatal]).catch((err: Error) => err);
+    if (outcome instanceof Error) {
+      await daemon.stop();
+      throw new CommandError(outcome.message, 1);
+    }
+    log.info("shutting down", { signal: outcome });
     await daemon.stop();
     return 0;
   },

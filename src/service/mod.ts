@@ -1,16 +1,26 @@
 /**
- * The daemon: prepares the root and socket, serves gRPC on the unix socket, and shuts down
- * cleanly (socket removed) when asked.
+ * The daemon: prepares the root and socket, opens the snapshotter under the root, serves
+ * containerd's Snapshots gRPC service on the unix socket, and shuts down cleanly (remote layers
+ * unmounted, socket removed) when asked.
  */
 import * as grpc from "@grpc/grpc-js";
 import * as fs from "node:fs/promises";
 import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
+import { type FileSystem, Snapshotter } from "../snapshot/mod.ts";
 import { prepareSocketPath, removeCreated } from "./_socket.ts";
 import { prepareRoot } from "./_root.ts";
+import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
 export { SocketPathError } from "./_socket.ts";
 export { RootDirError } from "./_root.ts";
+export {
+  SNAPSHOTS_SERVICE_NAME,
+  snapshotsPackageDefinition,
+  snapshotsService,
+  snapshotsServiceDefinition,
+  toGrpcError,
+} from "./snapshots.ts";
 
 /** What `stargz serve` needs to start. */
 export interface DaemonOptions {
@@ -18,11 +28,20 @@ export interface DaemonOptions {
   root: string;
   config: Config;
   log: Logger;
+  /** Serves remote layers; without one every Prepare makes an ordinary snapshot. */
+  fileSystem?: FileSystem;
 }
 
 /** A running daemon. */
 export interface Daemon {
-  /** Stops serving, releases what the daemon owns and removes the socket. */
+  /** The snapshotter behind the socket. */
+  readonly snapshotter: Snapshotter;
+  /**
+   * Rejects when the daemon can no longer run (remote snapshots that could not be restored
+   * while `allow_invalid_mounts_on_restart` is off); never resolves otherwise.
+   */
+  readonly fatal: Promise<never>;
+  /** Stops serving, unmounts remote layers, closes the store and removes the socket. */
   stop(): Promise<void>;
 }
 
@@ -53,21 +72,48 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const rootCreated = await prepareRoot(opts.root);
   let socketDirs: string[] = [];
   const server = new grpc.Server();
+  let snapshotter: Snapshotter | undefined;
   try {
+    snapshotter = await Snapshotter.open({
+      root: opts.root,
+      log: opts.log,
+      fileSystem: opts.fileSystem,
+      allowInvalidMountsOnRestart: opts.config.snapshotter?.allow_invalid_mounts_on_restart ??
+        false,
+    });
+    server.addService(snapshotsServiceDefinition(), snapshotsService(snapshotter, opts.log));
     socketDirs = await prepareSocketPath(opts.address);
     await bind(server, opts.address);
   } catch (err) {
     server.forceShutdown();
+    await snapshotter?.close();
     await removeCreated(socketDirs);
     if (rootCreated) await fs.rm(opts.root, { recursive: true, force: true });
     throw err;
   }
+  const sn = snapshotter;
   opts.log.info("serving", { address: opts.address, root: opts.root });
+  const fatal = sn.restored.then(
+    () => new Promise<never>(() => {}),
+    (err: Error) => {
+      opts.log.log("fatal", "cannot serve remote snapshots", { error: err });
+      throw err;
+    },
+  );
+  // Observed by whoever awaits `fatal`; never an unhandled rejection on its own.
+  fatal.catch(() => {});
+  let stopping: Promise<void> | undefined;
   return {
-    async stop(): Promise<void> {
-      await shutdown(server);
-      await fs.rm(opts.address, { force: true });
-      opts.log.info("stopped", { address: opts.address });
+    snapshotter: sn,
+    fatal,
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        await shutdown(server);
+        await sn.close();
+        await fs.rm(opts.address, { force: true });
+        opts.log.info("stopped", { address: opts.address });
+      })();
+      return stopping;
     },
   };
 }
