@@ -16,14 +16,26 @@ const BOOLEAN = "a boolean (true or false)";
 const STRING = "a string";
 const TABLE = "a table";
 
-function int(def: number) {
-  return v.optional(v.pipe(v.number(INTEGER), v.integer(INTEGER)), def);
+const UNSIGNED = "a non-negative integer";
+
+/**
+ * An integer; negative values are refused unless `signed` (upstream takes them, but a negative
+ * size, count or interval only means something for timeouts, where it is "none").
+ */
+function integer(signed: boolean) {
+  return signed
+    ? v.pipe(v.number(INTEGER), v.integer(INTEGER))
+    : v.pipe(v.number(UNSIGNED), v.integer(UNSIGNED), v.minValue(0, UNSIGNED));
+}
+
+function int(def: number, { signed = false } = {}) {
+  return v.optional(integer(signed), def);
 }
 
 /** An integer where upstream treats 0 as "use the default". */
-function intZeroIsDefault(def: number) {
+function intZeroIsDefault(def: number, { signed = false } = {}) {
   return v.optional(
-    v.pipe(v.number(INTEGER), v.integer(INTEGER), v.transform((n: number) => (n === 0 ? def : n))),
+    v.pipe(integer(signed), v.transform((n: number) => (n === 0 ? def : n))),
     def,
   );
 }
@@ -109,7 +121,7 @@ export const MirrorSchema = v.strictObject({
   host: v.pipe(v.string(STRING), v.minLength(1, "a non-empty host name")),
   insecure: bool(),
   // 0 means [resolver] request_timeout_sec (upstream: a fixed 30 s); negative means no timeout.
-  request_timeout_sec: int(0),
+  request_timeout_sec: int(0, { signed: true }),
   header: v.optional(
     v.record(
       v.string(),
@@ -127,7 +139,7 @@ export const MirrorSchema = v.strictObject({
 export const ConfigSchema = v.strictObject({
   // fs/config.Config
   http_cache_type: str(),
-  http_cache_chunk_ttl_sec: int(0),
+  http_cache_chunk_ttl_sec: int(0, { signed: true }),
   filesystem_cache_type: str(),
   resolve_result_entry_ttl_sec: intZeroIsDefault(120),
   resolve_result_entry: int(0),
@@ -190,7 +202,7 @@ export const ConfigSchema = v.strictObject({
   }),
   resolver: table({
     // Ours: the timeout of registries and mirrors that set none (upstream hard-codes 30 s).
-    request_timeout_sec: intZeroIsDefault(30),
+    request_timeout_sec: intZeroIsDefault(30, { signed: true }),
     host: v.optional(
       v.record(
         v.string(),

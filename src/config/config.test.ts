@@ -191,16 +191,25 @@ describe("refused configurations", () => {
   it("a wrong type names key, line and what was found", () => {
     assert.equal(
       errorOf('[blob]\nchunk_size = "50k"\n'),
-      'c.toml:2: "blob.chunk_size" must be an integer, got the string "50k"',
+      'c.toml:2: "blob.chunk_size" must be a non-negative integer, got the string "50k"',
     );
     assert.equal(
       errorOf("noprefetch = 1\n"),
       'c.toml:1: "noprefetch" must be a boolean (true or false), got the integer 1',
     );
     assert.equal(errorOf("blob = 5\n"), 'c.toml:1: "blob" must be a table, got the integer 5');
-    assert.match(
+    assert.equal(
       errorOf("prefetch_size = 1.5\n"),
-      /^c\.toml:1: "prefetch_size" must be an integer/,
+      'c.toml:1: "prefetch_size" must be a non-negative integer, got the float 1.5',
+    );
+    assert.equal(
+      errorOf("[blob]\nchunk_size = -1\n"),
+      'c.toml:2: "blob.chunk_size" must be a non-negative integer, got the integer -1',
+    );
+    assert.equal(
+      parseConfig("[resolver]\nrequest_timeout_sec = -1\n", "t.toml").config.resolver
+        .request_timeout_sec,
+      -1,
     );
     assert.match(
       errorOf('metadata_store = "bolt"\n'),
