@@ -129,14 +129,14 @@ function describeValue(x: unknown): string {
   return String(x);
 }
 
-const TOP_KEYS = leafKeys(ConfigSchema);
+const LEAF_KEYS = leafKeys(ConfigSchema);
 
 /** The known key closest to the unknown one at `path`, as a dotted key. */
 function closestKey(path: KeyPath): string | undefined {
   const name = String(path[path.length - 1]);
   const parent = path.slice(0, -1);
   // The right key in the wrong table (e.g. `chunk_size` at the top level) is the likeliest.
-  const elsewhere = TOP_KEYS.find((k) =>
+  const elsewhere = LEAF_KEYS.find((k) =>
     k.path[k.path.length - 1] === name &&
     k.path.every((seg) => typeof seg === "string" && seg !== ANY_KEY)
   );
@@ -202,7 +202,7 @@ function configError(
   return new ConfigError(`${at(source, first.line)}: ${first.text}${more}`);
 }
 
-const DEFAULTS = new Map(TOP_KEYS.map((k) => [dottedKey(k.path), k.default]));
+const DEFAULTS = new Map(LEAF_KEYS.map((k) => [dottedKey(k.path), k.default]));
 
 function unimplementedWarnings(raw: unknown, lines: KeyLines, source: string): string[] {
   const warnings: { line: number | undefined; text: string }[] = [];
