@@ -110,7 +110,7 @@ export class CompressorPool {
       this.#waiting.set(id, { resolve, reject, w });
       const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
         ? data
-        : data.slice();
+        : Uint8Array.prototype.slice.call(data);
       this.#workers[w].postMessage(
         { id, kind: this.kind, level: this.level, data: owned },
         [owned.buffer as ArrayBuffer],

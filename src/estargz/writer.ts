@@ -98,7 +98,7 @@ async function decompressed(src: LayerSource): Promise<ByteSource> {
     for (;;) {
       const part = await probe.readSome(READ_SIZE);
       if (!part) return;
-      yield part.slice();
+      yield Uint8Array.prototype.slice.call(part);
     }
   }
   const z = isGzip ? zlib.createGunzip() : zlib.createZstdDecompress();
@@ -188,7 +188,10 @@ class LayerWriter {
     this.#curLen = 0;
     this.#curHasPayload = false;
     this.#segment++;
-    this.#queue.push(this.pool.compress(data));
+    const job = this.pool.compress(data);
+    // A failed conversion abandons queued jobs; their rejections are not news.
+    job.catch(() => {});
+    this.#queue.push(job);
     while (this.#queue.length > this.maxInflight) await this.#writeOne();
   }
 
@@ -264,7 +267,7 @@ class LayerWriter {
       while (left > 0) {
         const part = await src.read(Math.min(left, READ_SIZE));
         if (!part) throw new TarError(`unexpected end of payload of ${JSON.stringify(h.name)}`);
-        const copy = part.slice();
+        const copy = Uint8Array.prototype.slice.call(part);
         chunkHash.update(copy);
         fileHash.update(copy);
         this.#push(copy);
