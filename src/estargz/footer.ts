@@ -97,9 +97,13 @@ export function encodeZstdFooterFrame(
   return out;
 }
 
-/** Parses a gzip header with FEXTRA and returns the extra field, or undefined. */
+/**
+ * Parses a footer-sized empty gzip member with FEXTRA and returns the extra field, or undefined.
+ * An empty member always ends in CRC32 = 0 and ISIZE = 0.
+ */
 function gzipExtra(p: Uint8Array): Uint8Array | undefined {
-  if (p.length < 12 || p[0] !== 0x1f || p[1] !== 0x8b || p[2] !== 0x08) return undefined;
+  if (p.length < 20 || p[0] !== 0x1f || p[1] !== 0x8b || p[2] !== 0x08) return undefined;
+  for (let i = p.length - 8; i < p.length; i++) if (p[i] !== 0) return undefined;
   if ((p[3] & 0x04) === 0) return undefined;
   const xlen = p[10] | (p[11] << 8);
   if (12 + xlen > p.length) return undefined;
