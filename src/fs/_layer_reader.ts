@@ -1,0 +1,234 @@
+/**
+ * The read path of one layer: (file, offset, length) → the chunks covering it → chunk cache →
+ * on a miss, one range request for all missing extents (multi-range when they are not
+ * adjacent) → decompress → verify → cache → serve. Unverified bytes are never returned.
+ * Prefetch and background fetch use the same path for whole blob ranges.
+ */
+import { createHash } from "node:crypto";
+import type { Chunk, EstargzBlob } from "../estargz/mod.ts";
+import { chunkKey } from "./_chunk_cache.ts";
+import type { ChunkCache } from "./_chunk_cache.ts";
+import type { Range } from "./_regions.ts";
+import { RegionSet } from "./_regions.ts";
+
+/** Random access to ranges of the compressed blob (a registry blob or a local file). */
+export interface RangeSource {
+  readonly size: number;
+  /** The bytes of each `[start, end)` range, in order. */
+  readRanges(ranges: readonly Range[]): Promise<Uint8Array[]>;
+}
+
+/** One compressed extent (gzip member / zstd frame) and the chunks it holds. */
+interface Extent {
+  start: number;
+  end: number;
+  chunks: Chunk[];
+}
+
+/** Ranges adjacent in the blob are fetched as one range; this caps one merged range. */
+const MAX_MERGED_RANGE = 16 << 20;
+
+/** Reads the files of one layer through the cache. */
+export class LayerReader {
+  /** Compressed byte ranges of the blob that have been fetched (footer and TOC included). */
+  readonly fetched = new RegionSet();
+  /** Extents sorted by blob offset. */
+  readonly #extents: Extent[];
+  readonly #extentOf = new Map<Chunk, Extent>();
+  readonly #inflight = new Map<number, Promise<Uint8Array>>();
+  #activeReads = 0;
+  #lastReadAt = 0;
+
+  constructor(
+    readonly blob: EstargzBlob,
+    readonly source: RangeSource,
+    readonly cache: ChunkCache,
+    readonly layerDigest: string,
+  ) {
+    const byStart = new Map<number, Extent>();
+    for (const [path, node] of blob.nodes()) {
+      if (node.type !== "reg" || node.name !== path) continue; // hardlink names share chunks
+      for (const c of blob.chunks(path)) {
+        let ext = byStart.get(c.compressedOffset);
+        if (!ext) {
+          ext = { start: c.compressedOffset, end: c.compressedEnd, chunks: [] };
+          byStart.set(c.compressedOffset, ext);
+        }
+        ext.chunks.push(c);
+        this.#extentOf.set(c, ext);
+      }
+    }
+    this.#extents = [...byStart.values()].sort((a, b) => a.start - b.start);
+    // The footer and TOC were fetched to open the blob.
+    this.fetched.add(blob.tocOffset, source.size);
+  }
+
+  /** The cache key of a chunk: its digest, or (for blobs without chunk digests) its position. */
+  keyOf(chunk: Chunk): string {
+    if (chunk.chunkDigest) return chunkKey(chunk.chunkDigest);
+    return createHash("sha256")
+      .update(
+        `${this.layerDigest}\0${chunk.compressedOffset}\0${chunk.innerOffset}\0${chunk.chunkOffset}`,
+      )
+      .digest("hex");
+  }
+
+  /** True while on-demand reads are running or ran within `quietMs`. */
+  busy(quietMs: number): boolean {
+    return this.#activeReads > 0 || Date.now() - this.#lastReadAt < quietMs;
+  }
+
+  /** Reads `length` bytes at `offset` of the regular file `path` (short at end of file). */
+  async read(path: string, size: number, offset: number, length: number): Promise<Uint8Array> {
+    const end = Math.min(size, offset + length);
+    if (offset >= end) return new Uint8Array(0);
+    this.#activeReads++;
+    try {
+      const chunks = this.#chunksIn(path, offset, end);
+      const datas = await this.#load(chunks);
+      if (chunks.length === 1) {
+        const c = chunks[0];
+        return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
+      }
+      const out = new Uint8Array(end - offset);
+      for (let i = 0; i < chunks.length; i++) {
+        const c = chunks[i];
+        const from = Math.max(offset, c.chunkOffset);
+        const to = Math.min(end, c.chunkOffset + c.chunkSize);
+        out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
+      }
+      return out;
+    } finally {
+      this.#activeReads--;
+      this.#lastReadAt = Date.now();
+    }
+  }
+
+  #chunksIn(path: string, start: number, end: number): Chunk[] {
+    const all = this.blob.chunks(path);
+    let lo = 0;
+    let hi = all.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (all[mid].chunkOffset + all[mid].chunkSize <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: Chunk[] = [];
+    for (let i = lo; i < all.length && all[i].chunkOffset < end; i++) out.push(all[i]);
+    return out;
+  }
+
+  /** The verified bytes of each chunk, from the cache or fetched in one batch. */
+  async #load(chunks: readonly Chunk[]): Promise<Uint8Array[]> {
+    const out: (Uint8Array | undefined)[] = await Promise.all(
+      chunks.map((c) => this.cache.get(this.keyOf(c))),
+    );
+    const missing = new Set<Extent>();
+    chunks.forEach((c, i) => {
+      if (!out[i]) missing.add(this.#extentOf.get(c)!);
+    });
+    if (missing.size === 0) return out as Uint8Array[];
+    const extentBytes = this.#fetchExtents([...missing]);
+    await Promise.all(chunks.map(async (c, i) => {
+      if (out[i]) return;
+      const ext = this.#extentOf.get(c)!;
+      const bytes = await extentBytes.get(ext)!;
+      out[i] = await this.#decodeAndStore(ext, bytes, c);
+    }));
+    return out as Uint8Array[];
+  }
+
+  /**
+   * Decodes every chunk of a fetched extent into the cache (small files packed into one member
+   * arrive together) and returns the bytes of `want`.
+   */
+  async #decodeAndStore(
+    ext: Extent,
+    bytes: Uint8Array,
+    want?: Chunk,
+  ): Promise<Uint8Array | undefined> {
+    let result: Uint8Array | undefined;
+    for (const c of ext.chunks) {
+      const key = this.keyOf(c);
+      if (c !== want && this.cache.has(key)) continue;
+      const data = this.blob.decodeChunk(c, bytes);
+      await this.cache.put(key, data);
+      if (c === want) result = data;
+    }
+    return result;
+  }
+
+  /** Starts (or joins) the fetch of each extent; adjacent extents share one range. */
+  #fetchExtents(extents: Extent[]): Map<Extent, Promise<Uint8Array>> {
+    const result = new Map<Extent, Promise<Uint8Array>>();
+    const toFetch: Extent[] = [];
+    for (const e of extents) {
+      const running = this.#inflight.get(e.start);
+      if (running) result.set(e, running);
+      else toFetch.push(e);
+    }
+    if (toFetch.length === 0) return result;
+    toFetch.sort((a, b) => a.start - b.start);
+    const groups: Extent[][] = [];
+    for (const e of toFetch) {
+      const g = groups[groups.length - 1];
+      if (g && g[g.length - 1].end === e.start && e.end - g[0].start <= MAX_MERGED_RANGE) g.push(e);
+      else groups.push([e]);
+    }
+    const ranges: Range[] = groups.map((g) => [g[0].start, g[g.length - 1].end]);
+    const batch = this.source.readRanges(ranges).then((datas) => {
+      ranges.forEach(([s, e]) => this.fetched.add(s, e));
+      return datas;
+    });
+    groups.forEach((g, gi) => {
+      for (const e of g) {
+        const p = batch.then((datas) =>
+          datas[gi].subarray(e.start - g[0].start, e.end - g[0].start)
+        );
+        const tracked = p.finally(() => this.#inflight.delete(e.start));
+        // Consumers get `p`; the bookkeeping copy must not report an unhandled rejection.
+        tracked.catch(() => {});
+        this.#inflight.set(e.start, p);
+        result.set(e, p);
+      }
+    });
+    return result;
+  }
+
+  /**
+   * Fetches every extent that starts in `[start, end)` of the blob and is not fully cached,
+   * decodes it into the cache, and returns the number of compressed bytes fetched. Used by
+   * prefetch and background fetch; `maxRange` bounds a single request.
+   */
+  async fetchBlobRange(start: number, end: number, maxRange = 4 << 20): Promise<number> {
+    const wanted = this.#extents.filter((e) =>
+      e.start >= start && e.start < end && e.chunks.some((c) => !this.cache.has(this.keyOf(c)))
+    );
+    let fetchedBytes = 0;
+    for (let i = 0; i < wanted.length;) {
+      let j = i + 1;
+      while (
+        j < wanted.length && wanted[j].start === wanted[j - 1].end &&
+        wanted[j].end - wanted[i].start <= maxRange
+      ) j++;
+      const group = wanted.slice(i, j);
+      const bytes = this.#fetchExtents(group);
+      for (const e of group) {
+        await this.#decodeAndStore(e, await bytes.get(e)!);
+        fetchedBytes += e.end - e.start;
+      }
+      i = j;
+    }
+    return fetchedBytes;
+  }
+
+  /** The extents' blob ranges that are not yet fetched (for background fetch planning). */
+  unfetched(): Range[] {
+    return this.fetched.missing(0, this.blob.tocOffset);
+  }
+
+  /** Sum of compressed bytes of all extents (the part of the blob that holds file data). */
+  get dataSize(): number {
+    return this.blob.tocOffset;
+  }
+}

@@ -1,0 +1,176 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { convertLayer, fileBlobReader, openBlob } from "../estargz/mod.ts";
+import type { EstargzBlob } from "../estargz/mod.ts";
+import { ChunkCache } from "./_chunk_cache.ts";
+import { LayerReader } from "./_layer_reader.ts";
+import type { RangeSource } from "./_layer_reader.ts";
+import { rangeSourceOf } from "./_local_source.ts";
+import type { Range } from "./_regions.ts";
+
+let tmp: string;
+const handles: { close(): Promise<void> }[] = [];
+const files = new Map<string, Uint8Array>();
+
+function pseudoRandom(size: number, seed: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let x = seed;
+  for (let i = 0; i < size; i++) {
+    x = (x * 1664525 + 1013904223) >>> 0;
+    out[i] = x >>> 24;
+  }
+  return out;
+}
+
+/** A blob file converted from a real tar of a real directory, plus a counting source. */
+async function makeBlob(name: string, minChunkSize = 0): Promise<string> {
+  const blob = path.join(tmp, `${name}.esgz`);
+  await convertLayer(path.join(tmp, "layer.tar"), blob, {
+    chunkSize: 65536,
+    minChunkSize,
+    workers: 0,
+  });
+  return blob;
+}
+
+class CountingSource implements RangeSource {
+  calls: Range[][] = [];
+  constructor(readonly inner: RangeSource) {}
+  get size(): number {
+    return this.inner.size;
+  }
+  readRanges(ranges: readonly Range[]): Promise<Uint8Array[]> {
+    this.calls.push([...ranges]);
+    return this.inner.readRanges(ranges);
+  }
+}
+
+async function open(
+  blobPath: string,
+  cacheName: string,
+): Promise<{ reader: LayerReader; source: CountingSource; blob: EstargzBlob }> {
+  const br = await fileBlobReader(blobPath);
+  handles.push(br);
+  const blob = await openBlob(br);
+  const source = new CountingSource(rangeSourceOf(br));
+  const cache = await ChunkCache.open(path.join(tmp, cacheName), {
+    maxDiskBytes: 0,
+    maxMemoryBytes: 8 << 20,
+  });
+  return { reader: new LayerReader(blob, source, cache, "sha256:" + "0".repeat(64)), source, blob };
+}
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-reader-"));
+  const root = path.join(tmp, "root");
+  fs.mkdirSync(path.join(root, "d"), { recursive: true });
+  files.set("big", pseudoRandom(300_000, 1));
+  files.set("d/small", new TextEncoder().encode("hello\n"));
+  files.set("empty", new Uint8Array(0));
+  files.set("exact", pseudoRandom(65536, 2));
+  for (let i = 0; i < 20; i++) files.set(`d/f${i}`, pseudoRandom(100 + i * 37, 10 + i));
+  for (const [p, data] of files) fs.writeFileSync(path.join(root, p), data);
+  execFileSync("tar", ["-C", root, "-cf", path.join(tmp, "layer.tar"), "."]);
+});
+after(async () => {
+  for (const h of handles) await h.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Byte equality regardless of Buffer/Uint8Array class. */
+function same(actual: Uint8Array, expected: Uint8Array, msg = "bytes differ"): void {
+  assert.equal(actual.length, expected.length, msg);
+  assert.ok(Buffer.compare(actual, expected) === 0, msg);
+}
+
+describe("LayerReader", () => {
+  it("serves every byte range of every file exactly", async () => {
+    for (const [minChunk, name] of [[0, "plain"], [4096, "packed"]] as const) {
+      const { reader } = await open(await makeBlob(name, minChunk), `cache-${name}`);
+      for (const [p, data] of files) {
+        const whole = await reader.read(p, data.length, 0, data.length + 100);
+        same(whole, data, `${name}: ${p}`);
+        for (
+          const [off, len] of [[1, 7], [65535, 2], [65536, 65536], [Math.max(0, data.length - 3), 10], [
+            data.length + 5,
+            10,
+          ]]
+        ) {
+          const got = await reader.read(p, data.length, off, len);
+          same(
+            got,
+            data.subarray(Math.min(off, data.length), Math.min(off + len, data.length)),
+            `${name}: ${p} @${off}+${len}`,
+          );
+        }
+      }
+    }
+  });
+
+  it("fetches a read's missing chunks in one request and serves repeats from the cache", async () => {
+    const { reader, source } = await open(await makeBlob("batch"), "cache-batch");
+    const big = files.get("big")!;
+    await reader.read("big", big.length, 0, big.length);
+    assert.equal(source.calls.length, 1, "one request for all five chunks");
+    assert.equal(source.calls[0].length, 1, "adjacent extents merge into one range");
+    await reader.read("big", big.length, 1000, 200_000);
+    assert.equal(source.calls.length, 1, "cached");
+  });
+
+  it("shares one fetch among concurrent readers of the same chunk", async () => {
+    const { reader, source } = await open(await makeBlob("concurrent"), "cache-concurrent");
+    const big = files.get("big")!;
+    const reads = await Promise.all(
+      Array.from({ length: 8 }, () => reader.read("big", big.length, 70_000, 1000)),
+    );
+    for (const r of reads) same(r, big.subarray(70_000, 71_000));
+    assert.equal(source.calls.length, 1);
+  });
+
+  it("never serves bytes of a corrupted chunk", async () => {
+    const blobPath = await makeBlob("corrupt");
+    const { blob } = await open(blobPath, "cache-probe");
+    const c = blob.chunkAt("big", 131072)!;
+    const bytes = fs.readFileSync(blobPath);
+    // Flip a byte in the middle of the compressed payload of that chunk.
+    bytes[Math.floor((c.compressedOffset + c.compressedEnd) / 2)] ^= 0xff;
+    fs.writeFileSync(blobPath, bytes);
+    const { reader } = await open(blobPath, "cache-corrupt");
+    const big = files.get("big")!;
+    await assert.rejects(
+      reader.read("big", big.length, 131072, 10),
+      (err: Error) => /big/.test(err.message),
+    );
+    same(
+      await reader.read("big", big.length, 0, 10),
+      big.subarray(0, 10),
+      "other chunks still serve",
+    );
+  });
+
+  it("fetches whole blob ranges for prefetch and tracks fetched bytes", async () => {
+    const { reader, source } = await open(await makeBlob("prefetch"), "cache-prefetch");
+    const before = reader.fetched.totalSize;
+    assert.ok(before > 0, "footer and TOC count as fetched");
+    const n = await reader.fetchBlobRange(0, reader.dataSize);
+    assert.ok(n > 0);
+    const calls = source.calls.length;
+    for (const [p, data] of files) {
+      same(await reader.read(p, data.length, 0, data.length), data);
+    }
+    assert.equal(source.calls.length, calls, "no fetch after the whole data region was fetched");
+    assert.ok(
+      reader.unfetched().reduce((a, [s, e]) => a + e - s, 0) < 4096,
+      "only headers before the first payload may remain",
+    );
+    const digest = createHash("sha256").update(
+      await reader.read("d/f3", files.get("d/f3")!.length, 0, 1 << 20),
+    ).digest("hex");
+    assert.equal(digest, createHash("sha256").update(files.get("d/f3")!).digest("hex"));
+  });
+});
