@@ -1,0 +1,297 @@
+/**
+ * The HTTP core shared by manifests, blobs and pushes: per-host concurrency limits, per-request
+ * timeouts, authentication with one re-authentication on 401, and retries with exponential
+ * backoff and jitter (honouring `Retry-After`) on connection errors, 429 and 5xx except 501.
+ *
+ * Requests go through the runtime's `fetch` with `redirect: "manual"`: both Bun and Deno pool
+ * keep-alive connections behind it, and redirects must be seen to keep credentials and mirror
+ * headers away from storage back-ends.
+ */
+import type { Logger } from "../log/mod.ts";
+import { log as rootLog } from "../log/mod.ts";
+import { Authenticator } from "./auth.ts";
+import { NotFoundError, RegistryError, TimeoutError, UnauthorizedError } from "./errors.ts";
+import type { RegistryHost } from "./hosts.ts";
+import type { Keychain } from "./keychain.ts";
+
+/** Retry policy knobs (the `[blob]` retry keys of the configuration). */
+export interface RetryPolicy {
+  maxRetries: number;
+  minWaitMsec: number;
+  maxWaitMsec: number;
+}
+
+/** Who a request is for: the endpoint and the token scopes it needs. */
+export interface RequestTarget {
+  host: RegistryHost;
+  scopes: readonly string[];
+}
+
+/** One HTTP request through {@link Transport.send}. */
+export interface SendOptions {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  /** Retry on connection errors, 429 and 5xx (default true). */
+  retry?: boolean;
+  /** Overrides the host's per-request timeout (0: none). */
+  timeoutMs?: number;
+  /** Aborts everything, retries included (an overall deadline). */
+  signal?: AbortSignal;
+}
+
+/** A FIFO counting semaphore. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async acquire(): Promise<void> {
+    if (this.active < this.max) {
+      this.active++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+}
+
+/** Thrown by a consumer to ask for the request to be retried like a connection error. */
+export class RetryableError extends Error {
+  override name = "RetryableError";
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** True for statuses worth retrying: 429 and 5xx except 501 (like go-retryablehttp). */
+export function retryableStatus(status: number): boolean {
+  return status === 429 || (status >= 500 && status !== 501);
+}
+
+/** Delay before retry `attempt` (0-based): `Retry-After` if given, else exponential + jitter. */
+export function backoffMs(attempt: number, policy: RetryPolicy, res?: Response): number {
+  const ra = res && (res.status === 429 || res.status === 503)
+    ? res.headers.get("retry-after")
+    : null;
+  if (ra) {
+    const secs = /^\d+$/.test(ra.trim()) ? Number(ra) * 1000 : Date.parse(ra) - Date.now();
+    // The server said when to come back: honour it even above max_wait_msec (like upstream).
+    if (Number.isFinite(secs)) return Math.max(secs, 0);
+  }
+  const d = Math.min(policy.maxWaitMsec, policy.minWaitMsec * 2 ** attempt);
+  // Jitter in [d, 2d) as upstream does, so that many clients do not come back in lockstep.
+  return Math.min(d + Math.random() * d, Math.max(policy.maxWaitMsec, d));
+}
+
+/** Reads a registry error body (`{"errors":[{code,message}]}`) into one short line. */
+export async function describeFailure(res: Response): Promise<string> {
+  let text = "";
+  try {
+    text = await res.text();
+  } catch {
+    return `HTTP ${res.status}`;
+  }
+  try {
+    const body = JSON.parse(text) as { errors?: { code?: unknown; message?: unknown }[] };
+    const first = body.errors?.[0];
+    if (first) {
+      return `HTTP ${res.status} ${String(first.code ?? "")}: ${String(first.message ?? "")}`;
+    }
+  } catch {
+    // not JSON: fall through to the status line
+  }
+  return `HTTP ${res.status}`;
+}
+
+/** The typed error for a final unexpected status. */
+export async function statusError(res: Response, what: string): Promise<RegistryError> {
+  const msg = `${what}: ${await describeFailure(res)}`;
+  if (res.status === 404) return new NotFoundError(msg, 404);
+  if (res.status === 401 || res.status === 403) return new UnauthorizedError(msg, res.status);
+  return new RegistryError(msg, res.status);
+}
+
+/** Discards a response body so the connection can be reused. */
+export async function drain(res: Response): Promise<void> {
+  try {
+    await res.body?.cancel();
+  } catch {
+    // already consumed or broken: nothing to give back
+  }
+}
+
+function hostOf(url: string): string {
+  return new URL(url).host;
+}
+
+/** Everything the registry client shares across requests. */
+export class Transport {
+  readonly auth: Authenticator;
+  private readonly limiters = new Map<string, Limiter>();
+
+  constructor(
+    keychain: Keychain,
+    readonly retry: RetryPolicy,
+    private readonly maxPerHost: number,
+    private readonly userAgent: string,
+    readonly log: Logger = rootLog,
+  ) {
+    this.auth = new Authenticator(keychain, (url, init) => this.plainFetch(url, init, 30_000));
+  }
+
+  private limiter(host: string): Limiter {
+    let l = this.limiters.get(host);
+    if (!l) {
+      l = new Limiter(this.maxPerHost);
+      this.limiters.set(host, l);
+    }
+    return l;
+  }
+
+  /** A fetch with a timeout and no auth, retries or redirects (token servers). */
+  private async plainFetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      const res = await fetch(url, {
+        ...init,
+        headers: { "user-agent": this.userAgent, ...(init.headers as Record<string, string>) },
+        signal,
+        redirect: "follow",
+      });
+      const body = new Uint8Array(await res.arrayBuffer());
+      return new Response(body, { status: res.status, headers: res.headers });
+    } catch (err) {
+      if (signal.aborted) throw new TimeoutError(`token request to ${hostOf(url)} timed out`);
+      throw new RegistryError(`token request to ${hostOf(url)} failed: ${errorMessage(err)}`);
+    }
+  }
+
+  /**
+   * Sends one request and hands the response to `consume` (which must read or drain the body).
+   * 401 re-authenticates once; retryable statuses and connection errors (also while
+   * `consume` reads the body) are retried; any other status is passed to `consume`.
+   */
+  async send<T>(
+    target: RequestTarget,
+    opts: SendOptions,
+    consume: (res: Response) => Promise<T>,
+  ): Promise<T> {
+    const reqHost = hostOf(opts.url);
+    const sameHost = reqHost === target.host.host;
+    const timeoutMs = opts.timeoutMs ?? target.host.timeoutMs;
+    const retries = opts.retry === false ? 0 : this.retry.maxRetries;
+    let reauthenticated = false;
+    for (let attempt = 0;; attempt++) {
+      if (opts.signal?.aborted) throw deadlineError(opts, target);
+      const headers: Record<string, string> = { "user-agent": this.userAgent };
+      if (sameHost) {
+        Object.assign(headers, target.host.headers);
+        const authz = await this.auth.authorization(target.host.host, target.scopes);
+        if (authz) headers.authorization = authz;
+      }
+      Object.assign(headers, opts.headers);
+      const ctrl = new AbortController();
+      let timedOut = false;
+      const timer = timeoutMs > 0
+        ? setTimeout(() => {
+          timedOut = true;
+          ctrl.abort(new TimeoutError("timeout"));
+        }, timeoutMs)
+        : undefined;
+      const onOuterAbort = () => ctrl.abort(opts.signal?.reason);
+      opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+      const limiter = this.limiter(reqHost);
+      await limiter.acquire();
+      let res: Response | undefined;
+      let failure: unknown;
+      try {
+        res = await fetch(opts.url, {
+          method: opts.method,
+          headers,
+          body: opts.body as BodyInit | undefined,
+          redirect: "manual",
+          signal: ctrl.signal,
+        });
+        if (res.status === 401 && sameHost && !reauthenticated) {
+          reauthenticated = true;
+          const again = this.auth.unauthorized(
+            target.host.host,
+            target.scopes,
+            res.headers.get("www-authenticate"),
+          );
+          if (again) {
+            await drain(res);
+            attempt--;
+            continue;
+          }
+        }
+        if (retryableStatus(res.status) && attempt < retries) {
+          this.log.debug("registry: retrying", {
+            host: reqHost,
+            status: res.status,
+            attempt: attempt + 1,
+          });
+          await drain(res);
+          failure = res;
+        } else {
+          return await consume(res);
+        }
+      } catch (err) {
+        if (err instanceof RegistryError && !(err instanceof TimeoutError)) throw err;
+        if (opts.signal?.aborted) throw deadlineError(opts, target);
+        const error = timedOut
+          ? new TimeoutError(
+            `${opts.method} ${target.host.host}: no answer within ${timeoutMs} ms`,
+          )
+          : new RegistryError(
+            `${opts.method} ${reqHost}: connection failed: ${errorMessage(err)}`,
+            undefined,
+            { cause: err },
+          );
+        if (attempt >= retries) throw error;
+        this.log.debug("registry: retrying", { host: reqHost, error: error.message });
+        failure = error;
+      } finally {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener("abort", onOuterAbort);
+        limiter.release();
+      }
+      try {
+        await sleep(
+          backoffMs(attempt, this.retry, failure instanceof Response ? failure : undefined),
+          opts.signal,
+        );
+      } catch {
+        throw deadlineError(opts, target);
+      }
+    }
+  }
+}
+
+function deadlineError(opts: SendOptions, target: RequestTarget): TimeoutError {
+  return new TimeoutError(`${opts.method} ${target.host.host}: deadline exceeded`);
+}
+
+/** The message of an unknown thrown value, with its cause (fetch hides ECONNRESET there). */
+export function errorMessage(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
+}

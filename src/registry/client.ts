@@ -1,0 +1,461 @@
+/**
+ * `RegistryClient`: the one object the daemon and the CLI hold. It owns hosts configuration,
+ * keychain, token cache, connection limits and retry policy, and offers manifest resolution,
+ * verified blob fetches, lazy `RemoteBlob`s and pushes.
+ */
+import type { Logger } from "../log/mod.ts";
+import { log as rootLog } from "../log/mod.ts";
+import {
+  type BlobLocation,
+  type BlobOptions,
+  blobSize,
+  DEFAULT_BLOB_OPTIONS,
+  HttpRemoteBlob,
+  type RemoteBlob,
+  type ResolvedBlobOptions,
+  resolveRedirect,
+} from "./blob.ts";
+import { NotFoundError, RegistryError } from "./errors.ts";
+import { type RegistryHost, registryHosts, type RegistryHostsConfig } from "./hosts.ts";
+import { dockerConfigKeychain, type Keychain } from "./keychain.ts";
+import {
+  type Descriptor,
+  type FetchedManifest,
+  formatPlatform,
+  hostPlatform,
+  type ImageConfig,
+  type Manifest,
+  MANIFEST_ACCEPT,
+  parseImageConfig,
+  parseManifest,
+  type Platform,
+  platformMatches,
+  sha256Digest,
+  verifyDigest,
+} from "./manifest.ts";
+import { formatReference, parseReference, type Reference } from "./reference.ts";
+import { drain, statusError, Transport } from "./_transport.ts";
+
+/** Options of {@link RegistryClient}. */
+export interface RegistryClientOptions {
+  /** Mirrors and timeouts (`[resolver]`). */
+  hosts?: RegistryHostsConfig;
+  /** Range read behaviour and retry policy (`[blob]`). */
+  blob?: BlobOptions;
+  /** Where credentials come from (default: the docker config keychain). */
+  keychain?: Keychain;
+  /** Concurrent requests per host (default 32); more wait in line. */
+  maxConcurrentRequestsPerHost?: number;
+  userAgent?: string;
+  log?: Logger;
+}
+
+/** An image resolved for one platform. */
+export interface ResolvedImage {
+  /** The reference as given, normalised. */
+  ref: Reference;
+  /** Digest of what the tag points to (an index or a manifest). */
+  digest: string;
+  mediaType: string;
+  /** The index, when the reference names one. */
+  index?: FetchedManifest;
+  /** The platform's manifest. */
+  manifestDigest: string;
+  manifestMediaType: string;
+  manifest: Manifest;
+  manifestBytes: Uint8Array;
+  platform?: Platform;
+  config: ImageConfig;
+  configBytes: Uint8Array;
+  layers: Descriptor[];
+}
+
+/** Options of {@link RegistryClient.pushBlob}. */
+export interface PushBlobOptions {
+  /** Try a cross-repository mount from this repository of the same registry first. */
+  mountFrom?: string;
+  /** Upload in `PATCH` chunks of this many bytes instead of one `PUT`. */
+  chunkSize?: number;
+}
+
+type RefInput = Reference | string;
+
+function toRef(ref: RefInput): Reference {
+  return typeof ref === "string" ? parseReference(ref) : ref;
+}
+
+function pullScope(ref: Reference): string {
+  return `repository:${ref.repository}:pull`;
+}
+
+function pushScope(ref: Reference): string {
+  return `repository:${ref.repository}:pull,push`;
+}
+
+function base(host: RegistryHost, ref: Reference): string {
+  return `${host.scheme}://${host.host}${host.path}/${ref.repository}`;
+}
+
+/** The registry client. */
+export class RegistryClient {
+  readonly blobOptions: ResolvedBlobOptions;
+  private readonly transport: Transport;
+  private readonly singleRangeHosts = new Set<string>();
+
+  constructor(private readonly opts: RegistryClientOptions = {}) {
+    this.blobOptions = { ...DEFAULT_BLOB_OPTIONS, ...definedOnly(opts.blob ?? {}) };
+    this.transport = new Transport(
+      opts.keychain ?? dockerConfigKeychain(),
+      this.blobOptions,
+      opts.maxConcurrentRequestsPerHost ?? 32,
+      opts.userAgent ?? "stargz",
+      opts.log ?? rootLog,
+    );
+  }
+
+  /** The endpoints tried for `ref`'s registry, mirrors first. */
+  hosts(ref: RefInput): RegistryHost[] {
+    return registryHosts(toRef(ref).domain, this.opts.hosts);
+  }
+
+  /**
+   * Runs `fn` against each host in turn (mirrors first); a failing mirror falls through to the
+   * next host, the origin's failure is final.
+   */
+  private async onHosts<T>(ref: Reference, fn: (host: RegistryHost) => Promise<T>): Promise<T> {
+    const hosts = this.hosts(ref);
+    for (const [i, host] of hosts.entries()) {
+      try {
+        return await fn(host);
+      } catch (err) {
+        if (i === hosts.length - 1) throw err;
+        this.transport.log.warn("registry: host failed, trying the next one", {
+          host: host.host,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+    }
+    throw new RegistryError(`no hosts for ${ref.domain}`);
+  }
+
+  /** GET that follows redirects (without credentials on other hosts) and returns the body. */
+  private async getBytes(
+    host: RegistryHost,
+    scopes: string[],
+    url: string,
+    headers: Record<string, string>,
+    what: string,
+  ): Promise<{ bytes: Uint8Array; headers: Headers }> {
+    let current = url;
+    for (let hop = 0; hop < 6; hop++) {
+      const r = await this.transport.send(
+        { host, scopes },
+        { method: "GET", url: current, headers },
+        async (res) => {
+          const location = res.headers.get("location");
+          if (res.status >= 300 && res.status < 400 && location) {
+            await drain(res);
+            return { redirect: new URL(location, current).href } as const;
+          }
+          if (res.status !== 200) throw await statusError(res, what);
+          return {
+            redirect: undefined,
+            bytes: new Uint8Array(await res.arrayBuffer()),
+            headers: res.headers,
+          } as const;
+        },
+      );
+      if (r.redirect === undefined) return { bytes: r.bytes, headers: r.headers };
+      current = r.redirect;
+    }
+    throw new RegistryError(`${what}: too many redirects`);
+  }
+
+  /** Fetches the manifest or index `ref` names (by digest when it has one) and verifies it. */
+  async getManifest(refInput: RefInput): Promise<FetchedManifest> {
+    const ref = toRef(refInput);
+    const object = ref.digest ?? ref.tag ?? "latest";
+    return await this.onHosts(ref, async (host) => {
+      const what = `manifest ${formatReference(ref)}`;
+      const { bytes, headers } = await this.getBytes(
+        host,
+        [pullScope(ref)],
+        `${base(host, ref)}/manifests/${object}`,
+        { accept: MANIFEST_ACCEPT },
+        what,
+      );
+      let digest = ref.digest;
+      if (digest) {
+        verifyDigest(bytes, digest, what);
+      } else {
+        digest = sha256Digest(bytes);
+        const claimed = headers.get("docker-content-digest");
+        if (claimed && claimed.startsWith("sha256:") && claimed !== digest) {
+          throw new RegistryError(
+            `${what}: Docker-Content-Digest ${claimed} but content is ${digest}`,
+          );
+        }
+      }
+      return parseManifest(bytes, digest, headers.get("content-type") ?? "");
+    });
+  }
+
+  /** Fetches a whole blob and verifies it against `desc`. */
+  async fetchBlob(
+    refInput: RefInput,
+    desc: { digest: string; size?: number },
+  ): Promise<Uint8Array> {
+    const ref = toRef(refInput);
+    return await this.onHosts(ref, async (host) => {
+      const what = `blob ${desc.digest}`;
+      const { bytes } = await this.getBytes(
+        host,
+        [pullScope(ref)],
+        `${base(host, ref)}/blobs/${desc.digest}`,
+        {},
+        what,
+      );
+      verifyDigest(bytes, desc.digest, what, desc.size);
+      return bytes;
+    });
+  }
+
+  /**
+   * Resolves `ref` for one platform (the host's by default): index → manifest → config, every
+   * piece verified against its digest.
+   */
+  async resolve(refInput: RefInput, opts: { platform?: Platform } = {}): Promise<ResolvedImage> {
+    const ref = toRef(refInput);
+    const top = await this.getManifest(ref);
+    let fetched = top;
+    let platform: Platform | undefined;
+    if (top.kind === "index") {
+      const want = opts.platform ?? hostPlatform();
+      const desc = top.index.manifests.find((m) => platformMatches(want, m.platform));
+      if (!desc) {
+        const have = top.index.manifests.map((m) => m.platform ? formatPlatform(m.platform) : "?");
+        throw new NotFoundError(
+          `${formatReference(ref)}: no manifest for ${formatPlatform(want)} (index has ${
+            have.join(", ") || "none"
+          })`,
+        );
+      }
+      platform = desc.platform;
+      fetched = await this.getManifest({ ...ref, digest: desc.digest });
+      if (fetched.bytes.byteLength !== desc.size) {
+        throw new RegistryError(`manifest ${desc.digest}: size differs from the index`);
+      }
+      if (fetched.kind !== "manifest") {
+        throw new RegistryError(`manifest ${desc.digest}: nested index is not supported`);
+      }
+    }
+    if (fetched.kind !== "manifest") throw new RegistryError("unreachable: not a manifest");
+    const manifest = fetched.manifest;
+    const configBytes = await this.fetchBlob(ref, manifest.config);
+    const config = parseImageConfig(configBytes, manifest.config.digest);
+    if (!platform && config.os && config.architecture) {
+      platform = {
+        os: config.os,
+        architecture: config.architecture,
+        ...(config.variant ? { variant: config.variant } : {}),
+      };
+    }
+    return {
+      ref,
+      digest: top.digest,
+      mediaType: top.mediaType,
+      ...(top.kind === "index" ? { index: top } : {}),
+      manifestDigest: fetched.digest,
+      manifestMediaType: fetched.mediaType,
+      manifest,
+      manifestBytes: fetched.bytes,
+      ...(platform ? { platform } : {}),
+      config,
+      configBytes,
+      layers: manifest.layers,
+    };
+  }
+
+  private async locateBlob(ref: Reference, digest: string): Promise<BlobLocation> {
+    return await this.onHosts(ref, async (host) => {
+      const scopes = [pullScope(ref)];
+      const blobUrl = `${base(host, ref)}/blobs/${digest}`;
+      const url = await resolveRedirect(this.transport, host, scopes, blobUrl);
+      const size = await blobSize(this.transport, host, scopes, url);
+      return { host, blobUrl, url, size };
+    });
+  }
+
+  /**
+   * Opens `digest` of `ref`'s repository for range reads. The first host (mirrors first) that
+   * serves it wins; its redirect is resolved here once.
+   */
+  async openBlob(
+    refInput: RefInput,
+    digest: string,
+    opts: { size?: number } = {},
+  ): Promise<RemoteBlob> {
+    const ref = toRef(refInput);
+    const location = await this.locateBlob(ref, digest);
+    if (opts.size !== undefined && location.size !== opts.size) {
+      throw new RegistryError(
+        `blob ${digest}: registry says ${location.size} bytes, descriptor says ${opts.size}`,
+      );
+    }
+    return new HttpRemoteBlob(digest, location, {
+      transport: this.transport,
+      options: this.blobOptions,
+      singleRangeHosts: this.singleRangeHosts,
+      locate: () => this.locateBlob(ref, digest),
+      scopes: [pullScope(ref)],
+    });
+  }
+
+  /** The origin host (pushes never go to mirrors). */
+  private origin(ref: Reference): RegistryHost {
+    const hosts = this.hosts(ref);
+    return hosts[hosts.length - 1];
+  }
+
+  /** True when the registry already has `digest` in `ref`'s repository. */
+  async hasBlob(refInput: RefInput, digest: string): Promise<boolean> {
+    const ref = toRef(refInput);
+    const host = this.origin(ref);
+    return await this.transport.send(
+      { host, scopes: [pushScope(ref)] },
+      { method: "HEAD", url: `${base(host, ref)}/blobs/${digest}` },
+      async (res) => {
+        await drain(res);
+        if (res.status === 200) return true;
+        if (res.status === 404) return false;
+        throw await statusError(res, `blob ${digest}`);
+      },
+    );
+  }
+
+  /**
+   * Uploads `data` to `ref`'s repository unless it is there already: cross-repository mount
+   * when `mountFrom` is given, then monolithic `PUT` or chunked `PATCH`es.
+   */
+  async pushBlob(
+    refInput: RefInput,
+    data: Uint8Array,
+    opts: PushBlobOptions & { mediaType?: string } = {},
+  ): Promise<Descriptor> {
+    const ref = toRef(refInput);
+    const digest = sha256Digest(data);
+    const desc: Descriptor = {
+      mediaType: opts.mediaType ?? "application/octet-stream",
+      digest,
+      size: data.byteLength,
+    };
+    if (await this.hasBlob(ref, digest)) return desc;
+    const host = this.origin(ref);
+    const scopes = [pushScope(ref)];
+    if (opts.mountFrom && opts.mountFrom !== ref.repository) {
+      scopes.push(`repository:${opts.mountFrom}:pull`);
+    }
+    const target = { host, scopes };
+    const uploads = `${base(host, ref)}/blobs/uploads/`;
+    const q = opts.mountFrom && opts.mountFrom !== ref.repository
+      ? `?${new URLSearchParams({ mount: digest, from: opts.mountFrom })}`
+      : "";
+    const started = await this.transport.send(
+      target,
+      { method: "POST", url: uploads + q, retry: false },
+      async (res) => {
+        await drain(res);
+        if (res.status === 201) return { mounted: true as const };
+        if (res.status !== 202) throw await statusError(res, `blob upload to ${ref.repository}`);
+        const location = res.headers.get("location");
+        if (!location) throw new RegistryError("blob upload: no Location");
+        return { mounted: false as const, location: new URL(location, uploads).href };
+      },
+    );
+    if (started.mounted) return desc;
+    let location = started.location;
+    const chunk = opts.chunkSize && opts.chunkSize > 0 ? opts.chunkSize : 0;
+    let putBody: Uint8Array | undefined = data;
+    if (chunk && data.byteLength > 0) {
+      for (let off = 0; off < data.byteLength; off += chunk) {
+        const part = data.subarray(off, Math.min(off + chunk, data.byteLength));
+        location = await this.transport.send(
+          target,
+          {
+            method: "PATCH",
+            url: location,
+            retry: false,
+            headers: {
+              "content-type": "application/octet-stream",
+              "content-range": `${off}-${off + part.byteLength - 1}`,
+            },
+            body: part,
+          },
+          async (res) => {
+            await drain(res);
+            if (res.status !== 202) throw await statusError(res, `blob chunk at ${off}`);
+            const next = res.headers.get("location");
+            return next ? new URL(next, location).href : location;
+          },
+        );
+      }
+      putBody = undefined;
+    }
+    const done = new URL(location);
+    done.searchParams.set("digest", digest);
+    await this.transport.send(
+      target,
+      {
+        method: "PUT",
+        url: done.href,
+        retry: false,
+        headers: { "content-type": "application/octet-stream" },
+        ...(putBody ? { body: putBody } : {}),
+      },
+      async (res) => {
+        if (res.status !== 201 && res.status !== 204) {
+          throw await statusError(res, `blob upload ${digest}`);
+        }
+        await drain(res);
+      },
+    );
+    return desc;
+  }
+
+  /**
+   * Puts a manifest or index. `ref`'s tag (or digest) names it; returns its descriptor.
+   */
+  async pushManifest(
+    refInput: RefInput,
+    bytes: Uint8Array,
+    mediaType: string,
+  ): Promise<Descriptor> {
+    const ref = toRef(refInput);
+    const digest = sha256Digest(bytes);
+    if (ref.digest && ref.digest !== digest) {
+      throw new RegistryError(`manifest is ${digest}, reference pins ${ref.digest}`);
+    }
+    const host = this.origin(ref);
+    const object = ref.tag ?? digest;
+    await this.transport.send(
+      { host, scopes: [pushScope(ref)] },
+      {
+        method: "PUT",
+        url: `${base(host, ref)}/manifests/${object}`,
+        headers: { "content-type": mediaType },
+        body: bytes,
+      },
+      async (res) => {
+        if (res.status !== 201 && res.status !== 200) {
+          throw await statusError(res, `manifest put ${formatReference(ref)}`);
+        }
+        await drain(res);
+      },
+    );
+    return { mediaType, digest, size: bytes.byteLength };
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

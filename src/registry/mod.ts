@@ -1,0 +1,67 @@
+/**
+ * The registry client: references, hosts and mirrors, authentication and keychains, manifests,
+ * lazy blob range reads and pushes. It knows HTTP and the OCI distribution spec, nothing about
+ * FUSE or snapshots.
+ */
+export {
+  formatReference,
+  parseReference,
+  type Reference,
+  referenceName,
+  withObject,
+} from "./reference.ts";
+export {
+  DEFAULT_REQUEST_TIMEOUT_SEC,
+  isLocalhost,
+  type MirrorConfig,
+  type RegistryHost,
+  registryHosts,
+  type RegistryHostsConfig,
+} from "./hosts.ts";
+export { type AuthChallenge, parseWwwAuthenticate } from "./auth.ts";
+export {
+  authKeyFor,
+  chainKeychains,
+  type Credentials,
+  dockerConfigKeychain,
+  type DockerConfigKeychainOptions,
+  type Keychain,
+  runCredentialHelper,
+  staticKeychain,
+} from "./keychain.ts";
+export {
+  type Descriptor,
+  type FetchedManifest,
+  formatPlatform,
+  hostPlatform,
+  type ImageConfig,
+  type Index,
+  type Manifest,
+  MediaType,
+  parsePlatform,
+  type Platform,
+  platformMatches,
+  sha256Digest,
+  verifyDigest,
+} from "./manifest.ts";
+export {
+  type BlobOptions,
+  type ByteRange,
+  DEFAULT_BLOB_OPTIONS,
+  type RemoteBlob,
+  type ResolvedBlobOptions,
+} from "./blob.ts";
+export {
+  type PushBlobOptions,
+  RegistryClient,
+  type RegistryClientOptions,
+  type ResolvedImage,
+} from "./client.ts";
+export {
+  DigestMismatchError,
+  InvalidReferenceError,
+  NotFoundError,
+  RegistryError,
+  TimeoutError,
+  UnauthorizedError,
+} from "./errors.ts";
