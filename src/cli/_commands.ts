@@ -1,9 +1,15 @@
 import type { Command } from "./_command.ts";
 import { configCommand } from "./config.ts";
+import { convertCommand } from "./convert.ts";
 import { serveCommand } from "./serve.ts";
+import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
 
 /** Every `stargz` subcommand, in the order `stargz --help` lists them. Add a row to add one. */
 export const COMMANDS: readonly Command[] = [
   serveCommand,
   configCommand,
+  convertCommand,
+  getTocDigestCommand,
+  tocCommand,
+  verifyCommand,
 ];
