@@ -85,6 +85,13 @@ export class LayerReader {
     this.#activeReads++;
     try {
       const chunks = this.#chunksIn(path, offset, end);
+      let covered = offset;
+      for (const c of chunks) {
+        if (c.chunkOffset <= covered) covered = Math.max(covered, c.chunkOffset + c.chunkSize);
+      }
+      if (covered < end) {
+        throw new Error(`${path}: no chunk holds bytes ${covered}..${end} of the file`);
+      }
       const datas = await this.#load(chunks);
       if (chunks.length === 1) {
         const c = chunks[0];

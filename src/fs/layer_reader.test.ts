@@ -96,7 +96,10 @@ describe("LayerReader", () => {
         const whole = await reader.read(p, data.length, 0, data.length + 100);
         same(whole, data, `${name}: ${p}`);
         for (
-          const [off, len] of [[1, 7], [65535, 2], [65536, 65536], [Math.max(0, data.length - 3), 10], [
+          const [off, len] of [[1, 7], [65535, 2], [65536, 65536], [
+            Math.max(0, data.length - 3),
+            10,
+          ], [
             data.length + 5,
             10,
           ]]

@@ -1,0 +1,129 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { convertLayer, fileBlobReader } from "../estargz/mod.ts";
+import { Logger } from "../log/mod.ts";
+import { BackgroundScheduler } from "./_background.ts";
+import { ChunkCache } from "./_chunk_cache.ts";
+import type { RangeSource } from "./_layer_reader.ts";
+import { rangeSourceOf } from "./_local_source.ts";
+import type { Range } from "./_regions.ts";
+import { Layer } from "./layer.ts";
+
+let tmp: string;
+const closers: (() => Promise<void>)[] = [];
+const DIGEST = "sha256:" + "1".repeat(64);
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-layer-"));
+  const root = path.join(tmp, "root");
+  fs.mkdirSync(path.join(root, "bin"), { recursive: true });
+  for (let i = 0; i < 30; i++) {
+    fs.writeFileSync(path.join(root, "bin", `f${i}`), Buffer.alloc(20_000 + i, i));
+  }
+  fs.writeFileSync(path.join(root, "first"), "prioritized");
+  execFileSync("tar", ["-C", root, "-cf", path.join(tmp, "layer.tar"), "."]);
+});
+after(async () => {
+  for (const c of closers) await c();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+class Counting implements RangeSource {
+  requests = 0;
+  constructor(readonly inner: RangeSource) {}
+  get size(): number {
+    return this.inner.size;
+  }
+  readRanges(r: readonly Range[]): Promise<Uint8Array[]> {
+    this.requests++;
+    return this.inner.readRanges(r);
+  }
+}
+
+async function openLayer(
+  name: string,
+  convertOpts: Parameters<typeof convertLayer>[2] = {},
+  expectedTocDigest?: string,
+) {
+  const blobPath = path.join(tmp, `${name}.esgz`);
+  const res = await convertLayer(path.join(tmp, "layer.tar"), blobPath, {
+    workers: 0,
+    chunkSize: 8192,
+    ...convertOpts,
+  });
+  const br = await fileBlobReader(blobPath);
+  closers.push(() => br.close());
+  const counting = new Counting(rangeSourceOf(br));
+  const source = Object.assign(counting, { read: (o: number, l: number) => br.read(o, l) });
+  const cache = await ChunkCache.open(path.join(tmp, `cache-${name}`), {
+    maxDiskBytes: 0,
+    maxMemoryBytes: 1 << 20,
+  });
+  const layer = await Layer.open({
+    digest: DIGEST,
+    source,
+    expectedTocDigest: expectedTocDigest ?? res.tocDigest,
+    cache,
+    scheduler: new BackgroundScheduler(2, 0),
+    log: new Logger(),
+  });
+  closers.push(() => Promise.resolve(layer.close()));
+  return { layer, counting, res };
+}
+
+describe("Layer", () => {
+  it("refuses a TOC that does not match the expected digest", async () => {
+    await assert.rejects(openLayer("wrong", {}, "sha256:" + "f".repeat(64)), /digest/i);
+  });
+
+  it("reports state as the Go snapshotter does and reaches 100% after background fetch", async () => {
+    const { layer, counting } = await openLayer("bg");
+    const s0 = layer.state();
+    assert.deepEqual(Object.keys(s0), ["digest", "size", "fetchedSize", "fetchedPercent"]);
+    assert.equal(s0.digest, DIGEST);
+    assert.ok(s0.fetchedSize > 0 && s0.fetchedSize < s0.size);
+    assert.equal(layer.prefetchSize(0), 0, "no landmark, no prefetch size: nothing to prefetch");
+    await layer.startBackgroundFetch();
+    const s1 = layer.state();
+    assert.equal(s1.fetchedSize, s1.size);
+    assert.equal(s1.fetchedPercent, 100);
+    assert.ok(layer.complete);
+    const requests = counting.requests;
+    const f = layer.tree.lookupPath("bin/f7")!;
+    const data = await layer.read(f.path, f.size, 0, f.size);
+    assert.ok(Buffer.from(data).equals(Buffer.alloc(20_007, 7)));
+    assert.equal(counting.requests, requests, "a fully fetched layer makes no more requests");
+    const text = new TextDecoder().decode(layer.stateBytes());
+    assert.match(
+      text,
+      /^\{"digest":"sha256:1+","size":\d+,"fetchedSize":\d+,"fetchedPercent":100\}\n$/,
+    );
+  });
+
+  it("prefetches up to the prefetch landmark and records read errors in the state", async () => {
+    const { layer } = await openLayer("landmark", { prioritizedFiles: ["first", "bin/f0"] });
+    const size = layer.prefetchSize(1 << 30);
+    assert.ok(size > 0 && size < layer.reader.dataSize, `prefetch ${size}`);
+    await layer.startPrefetch(size);
+    assert.equal(await layer.waitPrefetch(1000), true);
+    const first = layer.tree.lookupPath("first")!;
+    assert.ok(layer.reader.cache.has(layer.reader.keyOf(layer.blob.chunks(first.path)[0])));
+    await assert.rejects(layer.read("no/such/file", 10, 0, 10));
+    assert.ok(layer.state().error, "the error shows in the state file");
+    assert.equal(Object.keys(layer.state())[0], "error");
+  });
+
+  it("does not prefetch a layer marked with the no-prefetch landmark", async () => {
+    const { layer } = await openLayer("noprefetch");
+    assert.equal(
+      layer.prefetchSize(1 << 30),
+      layer.blob.toc.entries.some((e) => e.name.endsWith(".no.prefetch.landmark"))
+        ? 0
+        : layer.reader.dataSize,
+    );
+  });
+});
