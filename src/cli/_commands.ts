@@ -1,6 +1,7 @@
 import type { Command } from "./_command.ts";
 import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
+import { inspectCommand } from "./inspect.ts";
 import { serveCommand } from "./serve.ts";
 import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
 
@@ -9,6 +10,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   configCommand,
   convertCommand,
+  inspectCommand,
   getTocDigestCommand,
   tocCommand,
   verifyCommand,

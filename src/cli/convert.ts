@@ -5,7 +5,9 @@ import {
   type ConvertOptions,
   EstargzError,
 } from "../estargz/mod.ts";
+import { parsePlatform, RegistryClient, RegistryError } from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
+import { convertImage, looksLikeImageReferences } from "./_image_convert.ts";
 import { CommandError } from "./_command.ts";
 import { bool, int, str } from "./_flags.ts";
 
@@ -23,9 +25,9 @@ async function readPrioritized(file: string | undefined): Promise<string[] | und
 /** `stargz convert`: one layer (tar, tar.gz, tar.zst) or a whole OCI layout to eStargz. */
 export const convertCommand: Command = {
   name: "convert",
-  summary: "convert a layer tar (or an OCI image layout) to eStargz or zstd:chunked",
+  summary: "convert a layer tar, an OCI image layout or a registry image to eStargz",
   usage: "[--zstdchunked] [--level N] [--chunk-size N] [--min-chunk-size N] " +
-    "[--prioritized-files FILE] [--oci-layout] IN OUT",
+    "[--prioritized-files FILE] [--oci-layout] [--platform P] IN OUT  (IN OUT: files, or SRC_REF DST_REF)",
   flags: [
     { name: "zstdchunked", kind: "bool", help: "write zstd:chunked instead of gzip eStargz" },
     {
@@ -60,6 +62,12 @@ export const convertCommand: Command = {
       help: "IN and OUT are OCI image layout directories; convert every layer",
     },
     {
+      name: "platform",
+      kind: "string",
+      help: "with image references (SRC_REF DST_REF): convert only this platform (default: all)",
+      valueName: "OS/ARCH[/VARIANT]",
+    },
+    {
       name: "workers",
       kind: "int",
       help: "compression workers (default: number of cores, at most 4)",
@@ -80,6 +88,15 @@ export const convertCommand: Command = {
       workers: int(flags, "workers"),
     };
     try {
+      if (!bool(flags, "oci-layout") && await looksLikeImageReferences(input, output)) {
+        const p = str(flags, "platform");
+        const r = await convertImage(new RegistryClient(), input, output, {
+          ...opts,
+          ...(p ? { platform: parsePlatform(p) } : {}),
+        });
+        console.log(JSON.stringify(r));
+        return 0;
+      }
       if (bool(flags, "oci-layout")) {
         const r = await convertOciLayout(input, output, opts);
         console.log(JSON.stringify(r));
@@ -95,7 +112,10 @@ export const convertCommand: Command = {
       }));
       return 0;
     } catch (err) {
-      if (err instanceof EstargzError || (err as NodeJS.ErrnoException)?.code === "ENOENT") {
+      if (
+        err instanceof EstargzError || err instanceof RegistryError ||
+        (err as NodeJS.ErrnoException)?.code === "ENOENT"
+      ) {
         throw new CommandError((err as Error).message);
       }
       throw err;

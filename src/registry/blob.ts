@@ -54,7 +54,7 @@ export interface RemoteBlob {
   readonly size: number;
   /** The URL ranges are currently read from (after redirects). */
   readonly url: string;
-  /** Bytes `[offset, offset+length)`, clipped at the end of the blob. */
+  /** Exactly bytes `[offset, offset+length)`; rejects with RangeError outside the blob. */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Several ranges at once (one multi-range request where the server allows); same order. */
   readRanges(ranges: ReadonlyArray<ByteRange>): Promise<Uint8Array[]>;
@@ -187,9 +187,7 @@ export class HttpRemoteBlob implements RemoteBlob {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    const start = Math.max(0, Math.min(offset, this.size));
-    const end = Math.min(this.size, start + Math.max(0, length));
-    const [out] = await this.readRanges([[start, end]]);
+    const [out] = await this.readRanges([[offset, offset + length]]);
     return out;
   }
 

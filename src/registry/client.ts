@@ -34,6 +34,7 @@ import {
   verifyDigest,
 } from "./manifest.ts";
 import { formatReference, parseReference, type Reference } from "./reference.ts";
+import { parseContentRange, readPrefix } from "./_multipart.ts";
 import { drain, statusError, Transport } from "./_transport.ts";
 
 /** Options of {@link RegistryClient}. */
@@ -217,6 +218,57 @@ export class RegistryClient {
       );
       verifyDigest(bytes, desc.digest, what, desc.size);
       return bytes;
+    });
+  }
+
+  /**
+   * Bytes `[start, endExclusive)` of a blob with one range GET (redirects followed), e.g. to
+   * probe a footer without opening a {@link RemoteBlob}.
+   */
+  async fetchBlobRange(
+    refInput: RefInput,
+    digest: string,
+    start: number,
+    endExclusive: number,
+  ): Promise<Uint8Array> {
+    const ref = toRef(refInput);
+    if (endExclusive <= start) return new Uint8Array(0);
+    return await this.onHosts(ref, async (host) => {
+      const what = `blob ${digest} bytes ${start}-${endExclusive - 1}`;
+      let current = `${base(host, ref)}/blobs/${digest}`;
+      for (let hop = 0; hop < 6; hop++) {
+        const r = await this.transport.send(
+          { host, scopes: [pullScope(ref)] },
+          {
+            method: "GET",
+            url: current,
+            headers: { range: `bytes=${start}-${endExclusive - 1}`, "accept-encoding": "identity" },
+          },
+          async (res) => {
+            const location = res.headers.get("location");
+            if (res.status >= 300 && res.status < 400 && location) {
+              await drain(res);
+              return { redirect: new URL(location, current).href } as const;
+            }
+            if (res.status === 206) {
+              const got = new Uint8Array(await res.arrayBuffer());
+              const cr = parseContentRange(res.headers.get("content-range"));
+              if (cr.start !== start || got.length !== endExclusive - start) {
+                throw new RegistryError(`${what}: registry sent ${cr.start}-${cr.end}`);
+              }
+              return { redirect: undefined, bytes: got } as const;
+            }
+            if (res.status === 200) {
+              const all = await readPrefix(res.body ?? new Blob().stream(), endExclusive);
+              return { redirect: undefined, bytes: all.subarray(start) } as const;
+            }
+            throw await statusError(res, what);
+          },
+        );
+        if (r.redirect === undefined) return r.bytes;
+        current = r.redirect;
+      }
+      throw new RegistryError(`${what}: too many redirects`);
     });
   }
 
