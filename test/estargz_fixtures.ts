@@ -222,3 +222,55 @@ export function sampleLayer(): TarSpec[] {
     { name: "dup", type: "reg", data: enc.encode("second wins"), mtimeMs: t },
   ];
 }
+
+/**
+ * The layer behind `test/fixtures/estargz/go-*.blob`, which the Go estargz package (v0.12,
+ * `estargz.Build`, chunk size 4096) wrote; the `.list` files are what its reader saw.
+ */
+export function goFixtureLayer(): TarSpec[] {
+  const t = 1700000000000;
+  return [
+    { name: "./", type: "dir", mode: 0o755, mtimeMs: t },
+    { name: "etc/", type: "dir", mode: 0o755, mtimeMs: t },
+    {
+      name: "etc/os-release",
+      type: "reg",
+      data: enc.encode("ID=test\n"),
+      mtimeMs: t,
+      userName: "root",
+      groupName: "root",
+    },
+    { name: "bin/", type: "dir", mode: 0o755, mtimeMs: t },
+    {
+      name: "bin/tool",
+      type: "reg",
+      data: randomBytes(3 * 4096 + 100, 11),
+      mode: 0o755,
+      mtimeMs: t,
+    },
+    { name: "bin/exact", type: "reg", data: randomBytes(4096, 12), mode: 0o755, mtimeMs: t },
+    { name: "bin/empty", type: "reg", mode: 0o644, mtimeMs: t },
+    { name: "bin/link", type: "symlink", linkName: "tool", mtimeMs: t },
+    { name: "bin/hard", type: "hardlink", linkName: "bin/tool", mtimeMs: t },
+    { name: "dev/null", type: "char", devMajor: 1, devMinor: 3, mode: 0o666, mtimeMs: t },
+    { name: "dev/fifo", type: "fifo", mode: 0o600, mtimeMs: t },
+    { name: "données/日本語.txt", type: "reg", data: enc.encode("utf-8 name"), mtimeMs: t },
+    {
+      name: "caps",
+      type: "reg",
+      data: enc.encode("x"),
+      mtimeMs: t,
+      xattrs: { "security.capability": new Uint8Array([1, 0, 0, 2]) },
+    },
+    { name: ".wh.gone", type: "reg", mtimeMs: t },
+    {
+      name: "bigids",
+      type: "reg",
+      data: enc.encode("ids"),
+      uid: 3000000,
+      gid: 4000000,
+      mtimeMs: t,
+    },
+    { name: "zeros", type: "reg", data: new Uint8Array(2 * 4096 + 1), mtimeMs: t },
+  ];
+}

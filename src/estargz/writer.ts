@@ -317,6 +317,7 @@ function tocType(h: TarHeader, name: string): TocEntry["type"] {
   }
 }
 
+/** A landmark entry, with the header Go's `estargz.Build` writes (mode 0, mtime 0, root). */
 function landmark(name: string): SourceEntry {
   let given = false;
   return {
@@ -324,7 +325,7 @@ function landmark(name: string): SourceEntry {
       name,
       linkName: "",
       typeflag: "0",
-      mode: 0o644,
+      mode: 0,
       uid: 0,
       gid: 0,
       size: 1,
@@ -335,7 +336,7 @@ function landmark(name: string): SourceEntry {
       devMinor: 0,
       xattrs: new Map(),
     },
-    raw: ustarFileHeader(name, 1, { mode: 0o644 }),
+    raw: ustarFileHeader(name, 1, { mode: 0 }),
     read() {
       if (given) return Promise.resolve(undefined);
       given = true;
