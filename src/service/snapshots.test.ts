@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defaultConfig } from "../config/mod.ts";
 import { Logger } from "../log/mod.ts";
+import { BindLayerFs } from "../../test/snapshotter_bindfs.ts";
 import { descriptorJson } from "../../scripts/gen-proto.ts";
 import { SNAPSHOTS_PROTO_JSON } from "./_proto_gen.ts";
 import {
@@ -177,5 +178,56 @@ describe("Snapshots gRPC service", () => {
       client.call("Commit", { name: "B", key: "many-1" }),
       code(grpc.status.FAILED_PRECONDITION),
     );
+  });
+});
+
+describe("Snapshots gRPC service with a remote filesystem", () => {
+  it("answers AlreadyExists for remote layers and Unavailable for broken ones", async () => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-svcr-"));
+    const layer = path.join(tmp, "layer");
+    await fs.mkdir(layer);
+    await fs.writeFile(path.join(layer, "f"), "remote");
+    const rfs = new BindLayerFs();
+    rfs.layers.set("sha256:l1", layer);
+    const daemon = await startDaemon({
+      address: path.join(tmp, "s.sock"),
+      root: path.join(tmp, "root"),
+      config: defaultConfig(),
+      log: new Logger({ test: "service-remote" }),
+      fileSystem: rfs,
+    });
+    const client = new Client(path.join(tmp, "s.sock"));
+    try {
+      const labels = {
+        "containerd.io/snapshot.ref": "chain-l1",
+        "containerd.io/snapshot/cri.image-ref": "registry.test/app:1",
+        "containerd.io/snapshot/cri.layer-digest": "sha256:l1",
+        "containerd.io/snapshot/cri.image-layers": "sha256:l1",
+      };
+      await assert.rejects(
+        client.call("Prepare", { key: "default/1/extract chain-l1", parent: "", labels }),
+        code(grpc.status.ALREADY_EXISTS),
+      );
+      // What containerd's metadata layer asks next to find the committed target.
+      const found = await client.list([
+        `labels."containerd.io/snapshot.ref"==chain-l1,parent==""`,
+      ]);
+      const infos = found.flatMap((r) => r.info as Reply[]);
+      assert.deepEqual(infos.map((i) => [i.name, i.kind]), [["chain-l1", "COMMITTED"]]);
+      assert.equal(
+        (infos[0]!.labels as Record<string, string>)["containerd.io/snapshot/remote"],
+        "remote snapshot",
+      );
+      const v = await client.call("View", { key: "v", parent: "chain-l1" });
+      const src = (v.mounts as Reply[])[0]!.source as string;
+      assert.equal(await fs.readFile(path.join(src, "f"), "utf8"), "remote");
+      rfs.broken.add(src);
+      await assert.rejects(client.call("Mounts", { key: "v" }), code(grpc.status.UNAVAILABLE));
+    } finally {
+      client.close();
+      await daemon.stop();
+      assert.equal(rfs.mounted.size, 0, "stop unmounts remote layers");
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
   });
 });

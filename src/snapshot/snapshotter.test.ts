@@ -314,6 +314,7 @@ describe("Snapshotter (remote snapshots)", () => {
     const sn = await Snapshotter.open({ root, log, fileSystem: rfs });
     try {
       // The store answers at once while the layer is still being mounted.
+      assert.deepEqual(sn.restoreStatus(), { pending: ["chain1"], failed: [] });
       const t0 = Date.now();
       assert.equal((await sn.stat("chain1")).kind, "committed");
       assert.ok(Date.now() - t0 < 250);
@@ -345,6 +346,7 @@ describe("Snapshotter (remote snapshots)", () => {
       const report = await sn.restored;
       assert.equal(report.failed.length, 1);
       assert.equal(report.failed[0]!.name, "chain1");
+      assert.deepEqual(sn.restoreStatus(), { pending: [], failed: report.failed });
       await assert.rejects(sn.mounts("v"), UnavailableError);
       // Left for removal: containerd can remove the broken chain top-down.
       await sn.remove("v");

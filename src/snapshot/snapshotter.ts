@@ -174,6 +174,22 @@ export class Snapshotter {
     return s;
   }
 
+  /** Remote snapshots still being mounted again, and those that could not be (by name). */
+  restoreStatus(): { pending: string[]; failed: RestoreFailure[] } {
+    const names = (ids: Iterable<string>) =>
+      this.store.read((tx) => [...ids].map((id) => tx.byId(id)?.name ?? id));
+    const failedIds = [...this.invalid.keys()];
+    const failedNames = names(failedIds);
+    return {
+      pending: names(this.restoring.keys()),
+      failed: failedIds.map((id, i) => ({
+        name: failedNames[i]!,
+        mountpoint: this.upperPath(id),
+        error: this.invalid.get(id)!,
+      })),
+    };
+  }
+
   private upperPath(id: string): string {
     return path.join(this.snapshotsDir, id, "fs");
   }
