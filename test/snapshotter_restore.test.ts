@@ -1,0 +1,103 @@
+/**
+ * Restart behaviour of `stargz serve` with remote snapshots in its store: restore runs in the
+ * background, a layer that cannot be mounted again is fatal unless
+ * `allow_invalid_mounts_on_restart`, and with it the broken snapshot answers Unavailable and can
+ * be removed.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import * as fs from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Logger } from "../src/log/mod.ts";
+import { snapshotsServiceDefinition } from "../src/service/mod.ts";
+import {
+  AlreadyExistsError,
+  Snapshotter,
+  STARGZ_DIGEST_LABEL,
+  STARGZ_REFERENCE_LABEL,
+  TARGET_SNAPSHOT_LABEL,
+} from "../src/snapshot/mod.ts";
+import { runCli } from "./_cli.ts";
+import { cleanupDir, startStargz } from "./_containerd.ts";
+import { BindLayerFs } from "./snapshotter_bindfs.ts";
+
+let tmp: string;
+let root: string;
+
+before(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-restore-"));
+  root = path.join(tmp, "root");
+  const layer = path.join(tmp, "layer");
+  await fs.mkdir(layer);
+  await fs.writeFile(path.join(layer, "f"), "remote");
+  // A previous daemon that had a remote filesystem left a remote layer and a view on it.
+  const rfs = new BindLayerFs();
+  rfs.layers.set("sha256:l1", layer);
+  const sn = await Snapshotter.open({
+    root,
+    log: new Logger({ test: "restore" }),
+    fileSystem: rfs,
+  });
+  await assert.rejects(
+    sn.prepare("extract l1", "", {
+      [TARGET_SNAPSHOT_LABEL]: "chain-l1",
+      [STARGZ_REFERENCE_LABEL]: "registry.test/app:1",
+      [STARGZ_DIGEST_LABEL]: "sha256:l1",
+    }),
+    AlreadyExistsError,
+  );
+  await sn.view("v", "chain-l1");
+  await sn.close();
+});
+
+after(async () => {
+  await cleanupDir(tmp);
+});
+
+function call(socket: string, method: string, req: object): Promise<void> {
+  const Ctor = grpc.makeGenericClientConstructor(snapshotsServiceDefinition(), "Snapshots");
+  const client = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure());
+  return new Promise<void>((resolve, reject) => {
+    const fn = (client as unknown as Record<string, (...a: unknown[]) => void>)[method]!;
+    fn.call(client, req, (err: Error | null) => (err ? reject(err) : resolve()));
+  }).finally(() => client.close());
+}
+
+describe("stargz serve restart with remote snapshots", () => {
+  it("fails when a remote layer cannot be restored", async () => {
+    const sock = path.join(tmp, "a.sock");
+    // This daemon has no remote filesystem, so the layer cannot come back.
+    const res = await runCli(["serve", "--root", root, "--address", sock]);
+    assert.equal(res.code, 1, res.stderr);
+    const lines = res.stderr.trim().split("\n").filter((l) => l.startsWith("{")).map((l) =>
+      JSON.parse(l)
+    );
+    assert.ok(lines.some((l) => l.msg === "serving"), "served before the restore finished");
+    assert.ok(
+      lines.some((l) => l.msg === "failed to restore remote snapshot" && l.key === "chain-l1"),
+    );
+    assert.match(res.stderr, /failed to restore remote snapshots: chain-l1/);
+    await assert.rejects(fs.stat(sock), { code: "ENOENT" });
+  });
+
+  it("keeps serving with allow_invalid_mounts_on_restart and lets the layer be removed", async () => {
+    const config = path.join(tmp, "config.toml");
+    await fs.writeFile(config, "[snapshotter]\nallow_invalid_mounts_on_restart = true\n");
+    const sgz = await startStargz({ dir: tmp, root, args: ["--config", config] });
+    try {
+      await assert.rejects(call(sgz.address, "Mounts", { key: "v" }), (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
+        return true;
+      });
+      await call(sgz.address, "Remove", { key: "v" });
+      await call(sgz.address, "Remove", { key: "chain-l1" });
+      await call(sgz.address, "Cleanup", {});
+      assert.deepEqual(await fs.readdir(path.join(root, "snapshots")), []);
+    } finally {
+      assert.equal(await sgz.stop(), 0, sgz.logs());
+    }
+    assert.match(sgz.logs(), /failed to restore remote snapshot/);
+  });
+});
