@@ -117,13 +117,19 @@ export interface StargzProcess {
   kill(): Promise<void>;
 }
 
-/** Starts `stargz serve` from source with root and socket under `dir`; waits for the socket. */
+/**
+ * Starts `stargz serve` with root and socket under `dir` and waits for the socket. It runs from
+ * source with the current runtime, or the compiled executable named by `STARGZ_TEST_BINARY`.
+ */
 export async function startStargz(
   opts: { dir: string; root?: string; address?: string; args?: string[] },
 ): Promise<StargzProcess> {
   const root = opts.root ?? path.join(opts.dir, "stargz-root");
   const address = opts.address ?? path.join(opts.dir, "stargz.sock");
-  const [cmd, ...args] = scriptCommand(path.join(REPO_ROOT, "src/main.ts"), [
+  const binary = process.env.STARGZ_TEST_BINARY;
+  const argv = (serveArgs: string[]): string[] =>
+    binary ? [binary, ...serveArgs] : scriptCommand(path.join(REPO_ROOT, "src/main.ts"), serveArgs);
+  const [cmd, ...args] = argv([
     "serve",
     "--address",
     address,
