@@ -29,7 +29,6 @@ export {
   TARGET_SNAPSHOT_LABEL,
 } from "./remote.ts";
 export {
-  isSnapshotError,
   RestoreError,
   type RestoreFailure,
   type RestoreReport,

@@ -117,6 +117,10 @@ describe("Snapshotter (overlay semantics)", () => {
     await assert.rejects(sn.remove("nope"), NotFoundError);
     await sn.remove("dup-active");
     await assert.rejects(sn.stat("dup-active"), NotFoundError);
+    const huge = { k: "v".repeat(4096) };
+    await assert.rejects(sn.prepare("big", "", huge), InvalidArgumentError);
+    await assert.rejects(sn.update({ name: "base", labels: huge }), InvalidArgumentError);
+    await assert.rejects(sn.stat("big"), NotFoundError);
   });
 
   it("updates labels by field path and rejects immutable fields", async () => {

@@ -10,12 +10,7 @@
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { Logger } from "../log/mod.ts";
-import {
-  AlreadyExistsError,
-  InvalidArgumentError,
-  SnapshotError,
-  UnavailableError,
-} from "./errors.ts";
+import { AlreadyExistsError, InvalidArgumentError, UnavailableError } from "./errors.ts";
 import { type FieldLookup, parseFilters } from "./filter.ts";
 import { mountPointsUnder, unmount } from "./_mounts.ts";
 import { MetaStore, type StoredSnapshot, type StoreTx } from "./_store.ts";
@@ -208,12 +203,12 @@ export class Snapshotter {
   }
 
   /** Updates labels (`labels`, `labels.<key>` field paths; none means all mutable fields). */
-  update(
+  async update(
     info: { name: string; labels: Record<string, string> },
     fieldpaths: readonly string[] = [],
   ): Promise<SnapshotInfo> {
     validateLabels(info.labels);
-    return this.store.write((tx) => tx.updateInfo(info.name, info.labels, fieldpaths));
+    return await this.store.write((tx) => tx.updateInfo(info.name, info.labels, fieldpaths));
   }
 
   /**
@@ -310,9 +305,9 @@ export class Snapshotter {
   }
 
   /** Commits the active snapshot `key` as `name`, recording the usage of its layer. */
-  commit(name: string, key: string, labels: Record<string, string> = {}): Promise<void> {
+  async commit(name: string, key: string, labels: Record<string, string> = {}): Promise<void> {
     validateLabels(labels);
-    return this.commitSnapshot(name, key, labels, false);
+    await this.commitSnapshot(name, key, labels, false);
   }
 
   private commitSnapshot(
@@ -567,9 +562,4 @@ export class RestoreError extends Error {
       }`,
     );
   }
-}
-
-/** True when `err` is one of the snapshotter's typed errors. */
-export function isSnapshotError(err: unknown): err is SnapshotError {
-  return err instanceof SnapshotError;
 }
