@@ -16,16 +16,20 @@ export function compressMember(kind: MemberKind, level: number, data: Uint8Array
     : zlib.gzipSync(data, { level });
 }
 
+// A message carries a batch of members: many small files would otherwise cost one round trip each.
 const WORKER_SOURCE = `import * as zlib from "node:zlib";
 self.onmessage = (ev) => {
-  const { id, kind, level, data } = ev.data;
+  const { id, kind, level, items } = ev.data;
   try {
-    const out = kind === "zstd"
-      ? zlib.zstdCompressSync(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } })
-      : zlib.gzipSync(data, { level });
-    const copy = new Uint8Array(out.byteLength);
-    copy.set(out);
-    self.postMessage({ id, out: copy }, [copy.buffer]);
+    const outs = items.map((data) => {
+      const out = kind === "zstd"
+        ? zlib.zstdCompressSync(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } })
+        : zlib.gzipSync(data, { level });
+      const copy = new Uint8Array(out.byteLength);
+      copy.set(out);
+      return copy;
+    });
+    self.postMessage({ id, outs }, outs.map((o) => o.buffer));
   } catch (err) {
     self.postMessage({ id, error: String(err) });
   }
@@ -40,18 +44,25 @@ interface WebWorker {
 type WorkerConstructor = new (url: string, opts: { type: "module" }) => WebWorker;
 interface WorkerReply {
   id: number;
-  out?: Uint8Array;
+  outs?: Uint8Array[];
   error?: string;
 }
+interface Job {
+  data: Uint8Array;
+  resolve(b: Uint8Array): void;
+  reject(e: Error): void;
+}
 
-/** Below this size a member is compressed inline: a worker round trip would cost more. */
-const INLINE_LIMIT = 16 * 1024;
+/** Members are sent to a worker in batches of about this many uncompressed bytes. */
+const BATCH_BYTES = 256 * 1024;
 
 /** A pool of compression workers; {@link close} it when done. */
 export class CompressorPool {
   #workers: WebWorker[] = [];
   #busy: number[] = [];
-  #waiting = new Map<number, { resolve(b: Uint8Array): void; reject(e: Error): void; w: number }>();
+  #waiting = new Map<number, { jobs: Job[]; w: number }>();
+  #batch: Job[] = [];
+  #batchBytes = 0;
   #nextId = 0;
   #url: string | undefined;
 
@@ -76,53 +87,75 @@ export class CompressorPool {
   }
 
   #reply(w: number, r: WorkerReply): void {
-    const job = this.#waiting.get(r.id);
-    if (!job) return;
+    const batch = this.#waiting.get(r.id);
+    if (!batch) return;
     this.#waiting.delete(r.id);
     this.#busy[w]--;
-    if (r.out) job.resolve(r.out);
-    else job.reject(new Error(r.error ?? "compression failed"));
+    batch.jobs.forEach((job, i) => {
+      const out = r.outs?.[i];
+      if (out) job.resolve(out);
+      else job.reject(new Error(r.error ?? "compression failed"));
+    });
   }
 
   #fail(w: number, err: Error): void {
-    for (const [id, job] of this.#waiting) {
-      if (job.w === w) {
+    for (const [id, batch] of this.#waiting) {
+      if (batch.w === w) {
         this.#waiting.delete(id);
-        job.reject(err);
+        for (const job of batch.jobs) job.reject(err);
       }
     }
   }
 
-  /** Compresses `data` into one member; `data` may be transferred (do not reuse it). */
+  /**
+   * Compresses `data` into one member; `data` may be transferred (do not reuse it). Call
+   * {@link flush} before waiting on a result, or it may sit in an unsent batch.
+   */
   compress(data: Uint8Array): Promise<Uint8Array> {
-    if (this.#workers.length === 0 || data.length < INLINE_LIMIT) {
+    if (this.#workers.length === 0) {
       try {
         return Promise.resolve(compressMember(this.kind, this.level, data));
       } catch (err) {
         return Promise.reject(err);
       }
     }
+    return new Promise((resolve, reject) => {
+      this.#batch.push({ data, resolve, reject });
+      this.#batchBytes += data.length;
+      if (this.#batchBytes >= BATCH_BYTES) this.flush();
+    });
+  }
+
+  /** Sends the pending batch to the least busy worker. */
+  flush(): void {
+    if (this.#batch.length === 0) return;
+    const jobs = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
     let w = 0;
     for (let i = 1; i < this.#busy.length; i++) if (this.#busy[i] < this.#busy[w]) w = i;
     const id = this.#nextId++;
     this.#busy[w]++;
-    return new Promise((resolve, reject) => {
-      this.#waiting.set(id, { resolve, reject, w });
-      const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
-        ? data
-        : Uint8Array.prototype.slice.call(data);
-      this.#workers[w].postMessage(
-        { id, kind: this.kind, level: this.level, data: owned },
-        [owned.buffer as ArrayBuffer],
-      );
-    });
+    this.#waiting.set(id, { jobs, w });
+    const items = jobs.map((j) =>
+      j.data.byteOffset === 0 && j.data.byteLength === j.data.buffer.byteLength
+        ? j.data
+        : Uint8Array.prototype.slice.call(j.data)
+    );
+    this.#workers[w].postMessage(
+      { id, kind: this.kind, level: this.level, items },
+      items.map((i) => i.buffer as ArrayBuffer),
+    );
   }
 
   /** Stops the workers; pending jobs are rejected. */
   close(): void {
     for (const w of this.#workers) w.terminate();
-    for (const job of this.#waiting.values()) job.reject(new Error("compressor pool closed"));
+    const closed = new Error("compressor pool closed");
+    for (const batch of this.#waiting.values()) for (const job of batch.jobs) job.reject(closed);
+    for (const job of this.#batch) job.reject(closed);
     this.#waiting.clear();
+    this.#batch = [];
     this.#workers = [];
     if (this.#url) URL.revokeObjectURL(this.#url);
   }

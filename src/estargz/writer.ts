@@ -160,9 +160,12 @@ class LayerWriter {
   #curLen = 0;
   #curHasPayload = false;
   #segment = 0;
-  #queue: Promise<Uint8Array>[] = [];
+  #queue: { job: Promise<Uint8Array>; bytes: number }[] = [];
+  #queuedBytes = 0;
   readonly segmentOffsets: number[] = [];
   readonly maxInflight: number;
+  /** Memory bound: uncompressed bytes of members queued but not yet written. */
+  readonly maxQueuedBytes: number;
 
   constructor(
     readonly out: BlobOutput,
@@ -170,7 +173,9 @@ class LayerWriter {
     readonly chunkSize: number,
     readonly minChunkSize: number,
   ) {
-    this.maxInflight = Math.max(2, pool.size * 2);
+    // Enough members in flight to keep every worker busy with whole batches.
+    this.maxInflight = Math.max(2, pool.size * 64);
+    this.maxQueuedBytes = Math.max(32 << 20, 2 * (pool.size + 1) * chunkSize);
   }
 
   #push(b: Uint8Array): void {
@@ -191,14 +196,19 @@ class LayerWriter {
     const job = this.pool.compress(data);
     // A failed conversion abandons queued jobs; their rejections are not news.
     job.catch(() => {});
-    this.#queue.push(job);
-    while (this.#queue.length > this.maxInflight) await this.#writeOne();
+    this.#queue.push({ job, bytes: data.length });
+    this.#queuedBytes += data.length;
+    while (this.#queue.length > this.maxInflight || this.#queuedBytes > this.maxQueuedBytes) {
+      await this.#writeOne();
+    }
   }
 
   async #writeOne(): Promise<void> {
     const next = this.#queue.shift();
     if (!next) return;
-    const bytes = await next;
+    this.#queuedBytes -= next.bytes;
+    this.pool.flush();
+    const bytes = await next.job;
     this.segmentOffsets.push(this.out.size);
     await this.out.write(bytes);
   }
