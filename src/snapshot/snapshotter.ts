@@ -120,11 +120,7 @@ async function supportsIndexOption(): Promise<boolean> {
 
 /** The snapshotter behind the snapshots.v1 service. */
 export class Snapshotter {
-  /**
-   * Settles when every remote snapshot found on start was mounted again or failed; rejects with
-   * a {@link RestoreError} on failures unless `allowInvalidMountsOnRestart`.
-   */
-  readonly restored: Promise<RestoreReport>;
+  private restoreTask: Promise<RestoreReport> = Promise.resolve({ restored: [], failed: [] });
   private readonly restoring = new Map<string, Promise<void>>();
   private readonly invalid = new Map<string, string>();
   private readonly snapshotsDir: string;
@@ -142,7 +138,14 @@ export class Snapshotter {
     this.fileSystem = opts.fileSystem;
     this.log = opts.log;
     this.asyncRemove = opts.asyncRemove ?? true;
-    this.restored = Promise.resolve({ restored: [], failed: [] });
+  }
+
+  /**
+   * Settles when every remote snapshot found on start was mounted again or failed; rejects with
+   * a {@link RestoreError} on failures unless `allowInvalidMountsOnRestart`.
+   */
+  get restored(): Promise<RestoreReport> {
+    return this.restoreTask;
   }
 
   /**
@@ -161,11 +164,10 @@ export class Snapshotter {
       await store.close();
       throw err;
     }
-    const restored = s.restoreRemoteSnapshots();
+    s.restoreTask = s.restoreRemoteSnapshots();
     // Callers observe the outcome through `restored`; keep an unobserved failure from
     // becoming an unhandled rejection.
-    restored.catch(() => {});
-    (s as { restored: Promise<RestoreReport> }).restored = restored;
+    s.restoreTask.catch(() => {});
     return s;
   }
 
