@@ -1,0 +1,30 @@
+import type { Config } from "../config/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import type { RegistryClientOptions } from "../registry/mod.ts";
+
+/** The registry client's options from the daemon configuration (`[resolver]`, `[blob]`). */
+export function registryOptionsFromConfig(config: Config, log: Logger): RegistryClientOptions {
+  const host: NonNullable<NonNullable<RegistryClientOptions["hosts"]>["host"]> = {};
+  for (const [name, entry] of Object.entries(config.resolver.host)) {
+    host[name] = {
+      mirrors: entry.mirrors.map((m) => ({
+        host: m.host,
+        insecure: m.insecure,
+        requestTimeoutSec: m.request_timeout_sec,
+        header: m.header,
+      })),
+    };
+  }
+  return {
+    hosts: { requestTimeoutSec: config.resolver.request_timeout_sec, host },
+    blob: {
+      validIntervalSec: config.blob.valid_interval,
+      forceSingleRangeMode: config.blob.force_single_range_mode,
+      maxRetries: config.blob.max_retries,
+      minWaitMsec: config.blob.min_wait_msec,
+      maxWaitMsec: config.blob.max_wait_msec,
+      fetchingTimeoutSec: config.blob.fetching_timeout_sec,
+    },
+    log,
+  };
+}
