@@ -153,3 +153,26 @@ export async function readPrefix(
   }
   return out;
 }
+
+/**
+ * Reads a body of exactly `n` bytes into one buffer allocated up front (a single copy: faster
+ * than `arrayBuffer()` on Deno and than collecting chunks on Bun). Throws when the body ends
+ * early or runs long.
+ */
+export async function readExact(body: ReadableStream<Uint8Array>, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  const reader = body.getReader();
+  let off = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (off + value.length > n) {
+      await reader.cancel().catch(() => {});
+      throw new RegistryError(`body longer than the ${n} bytes announced`);
+    }
+    out.set(value, off);
+    off += value.length;
+  }
+  if (off < n) throw new Error(`body ended after ${off} of ${n} bytes`);
+  return out;
+}

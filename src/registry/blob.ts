@@ -9,6 +9,7 @@ import type { RegistryHost } from "./hosts.ts";
 import {
   multipartBoundary,
   parseContentRange,
+  readExact,
   readMultipart,
   readPrefix,
   type Segment,
@@ -272,8 +273,7 @@ export class HttpRemoteBlob implements RemoteBlob {
             return { kind: "ok", segments: await readMultipart(res.body!, boundary) };
           }
           const { start, end } = parseContentRange(res.headers.get("content-range"));
-          const data = await readPrefix(res.body!, end - start + 1);
-          if (data.length < end - start + 1) throw new RetryableError("range body ended early");
+          const data = await readExact(res.body!, end - start + 1);
           return { kind: "ok", segments: [{ start, data }] };
         }
         if (res.status === 403 && mayRefresh) {
