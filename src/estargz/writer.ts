@@ -79,6 +79,7 @@ export type LayerSource =
 const DEFAULT_CHUNK_SIZE = 4 << 20;
 const LANDMARK_CONTENT = new Uint8Array([0x0f]);
 const READ_SIZE = 1 << 20;
+const WRITE_BATCH = 1 << 20;
 
 function toIterable(src: LayerSource): AsyncIterable<Uint8Array> {
   if (typeof src === "string") return fs.createReadStream(src, { highWaterMark: READ_SIZE });
@@ -122,6 +123,8 @@ class BlobOutput {
   readonly hash: Hash = createHash("sha256");
   size = 0;
   #fh: fsp.FileHandle | undefined;
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
   constructor(readonly sink: { write(chunk: Uint8Array): Promise<unknown> }) {}
 
   static async open(sink: BlobSink): Promise<BlobOutput> {
@@ -139,10 +142,22 @@ class BlobOutput {
     return out;
   }
 
+  /** Appends bytes; they reach the sink in batches of about 1 MiB (one syscall each). */
   async write(b: Uint8Array): Promise<void> {
     this.hash.update(b);
     this.size += b.length;
-    await this.sink.write(b);
+    this.#pending.push(b);
+    this.#pendingBytes += b.length;
+    if (this.#pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  /** Hands everything appended so far to the sink. */
+  async flush(): Promise<void> {
+    if (this.#pending.length === 0) return;
+    const data = this.#pending.length === 1 ? this.#pending[0] : concat(this.#pending);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    await this.sink.write(data);
   }
 
   async close(): Promise<void> {
@@ -259,7 +274,8 @@ class LayerWriter {
       this.entries.push(entry);
       return;
     }
-    const fileHash = createHash("sha256");
+    // A file of one chunk has the chunk's digest: hash it once.
+    const fileHash = h.size > this.chunkSize ? createHash("sha256") : undefined;
     const fileEntry = entry;
     let chunk: TocEntry = entry;
     let written = 0;
@@ -279,7 +295,7 @@ class LayerWriter {
         if (!part) throw new TarError(`unexpected end of payload of ${JSON.stringify(h.name)}`);
         const copy = Uint8Array.prototype.slice.call(part);
         chunkHash.update(copy);
-        fileHash.update(copy);
+        fileHash?.update(copy);
         this.#push(copy);
         left -= copy.length;
       }
@@ -289,7 +305,7 @@ class LayerWriter {
       written += size;
       chunk = { name, type: "chunk" };
     }
-    fileEntry.digest = "sha256:" + fileHash.digest("hex");
+    fileEntry.digest = fileHash ? "sha256:" + fileHash.digest("hex") : fileEntry.chunkDigest;
     this.#push(padding(h.size));
   }
 
@@ -551,6 +567,7 @@ export async function convertLayer(
       await out.write(compressed);
       await out.write(encodeZstdFooterFrame(dataEnd + 8, compressed.length, json.length));
     }
+    await out.flush();
     return {
       digest: "sha256:" + out.hash.digest("hex"),
       size: out.size,
