@@ -549,11 +549,19 @@ export interface ProxiedRequest {
   /** Path and query. */
   url: string;
   headers: http.IncomingHttpHeaders;
+  /** Status answered (set once the answer is sent; undefined while pending or hung). */
+  status?: number;
 }
 
 /** What a {@link FaultProxy} does with one request. */
 export type FaultAction =
-  | { kind: "pass"; path?: string }
+  | {
+    kind: "pass";
+    /** Forward to this path instead. */
+    path?: string;
+    /** Replace request headers before forwarding (undefined removes one). */
+    headers?: Record<string, string | undefined>;
+  }
   | { kind: "status"; status: number; headers?: Record<string, string>; body?: string }
   | { kind: "redirect"; location: string; status?: number }
   | { kind: "reset-mid-body" }
@@ -566,6 +574,10 @@ export interface FaultProxy {
   readonly requests: ProxiedRequest[];
   /** Decides per request; the default passes everything through to the upstream. */
   rule: (req: ProxiedRequest, n: number) => FaultAction;
+  /** TCP connections accepted so far (keep-alive reuse keeps this low). */
+  readonly connections: number;
+  /** Most requests in progress at the same time so far. */
+  readonly maxInFlight: number;
   stop(): Promise<void>;
 }
 
@@ -581,9 +593,16 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     url: "",
     requests: [],
     rule: () => ({ kind: "pass" }),
+    connections: 0,
+    maxInFlight: 0,
     stop: () => Promise.resolve(),
   };
+  const stats = proxy as { connections: number; maxInFlight: number };
+  let inFlight = 0;
   const server = http.createServer((req, res) => {
+    inFlight++;
+    stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
+    res.once("close", () => inFlight--);
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", async () => {
@@ -593,6 +612,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         headers: req.headers,
       };
       proxy.requests.push(seen);
+      res.once("finish", () => (seen.status = res.statusCode));
       const action = proxy.rule(seen, proxy.requests.length);
       if (action.kind === "hang") {
         hanging.add(res);
@@ -612,6 +632,12 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       for (const [k, v] of Object.entries(req.headers)) {
         if (["host", "connection", "content-length", "transfer-encoding"].includes(k)) continue;
         if (typeof v === "string") headers[k] = v;
+      }
+      if (action.kind === "pass") {
+        for (const [k, v] of Object.entries(action.headers ?? {})) {
+          if (v === undefined) delete headers[k];
+          else headers[k] = v;
+        }
       }
       try {
         const body = chunks.length ? Buffer.concat(chunks) : undefined;
@@ -644,6 +670,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       }
     });
   });
+  server.on("connection", () => stats.connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
   Object.assign(proxy, {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setLogSink } from "../src/log/mod.ts";
 import {
   DigestMismatchError,
   MediaType,
@@ -49,7 +50,11 @@ function isBlobGet(r: { method: string; url: string }): boolean {
   return r.method === "GET" && r.url.includes("/blobs/sha256:");
 }
 
+const logs: string[] = [];
+let restoreSink: ((line: string) => void) | undefined;
+
 before(async () => {
+  restoreSink = setLogSink((line) => logs.push(line));
   reg = await startRegistry();
   amd = await pushImage(reg, "app", "amd", {
     layers: [{ data: blobData }, { data: testBytes(1000, 3) }],
@@ -69,6 +74,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (restoreSink) setLogSink(restoreSink);
   for (const p of proxies) await p.stop();
   await reg?.stop();
 });
@@ -306,6 +312,44 @@ describe("registry quirks", () => {
     assert.ok(p.requests.every((r) => !String(r.headers.range ?? "").includes(",")));
   });
 
+  it("accepts a full 200 or one coalesced 206 for a multi-range request", async () => {
+    const ranges: [number, number][] = [[10, 20], [3000, 3100], [900_000, 900_500]];
+    const full = await proxy();
+    full.rule = () => ({ kind: "pass", headers: { range: undefined } });
+    const b1 = await client().openBlob(`${full.host}/app`, amd.layers[0].digest);
+    const got1 = await b1.readRanges(ranges);
+    ranges.forEach(([s, e], i) => assert.ok(Buffer.from(got1[i]).equals(blobData.subarray(s, e))));
+    assert.equal(full.requests.filter(isBlobGet).at(-1)?.status, 200);
+
+    const coalesced = await proxy();
+    coalesced.rule = (r) =>
+      String(r.headers.range ?? "").includes(",")
+        ? { kind: "pass", headers: { range: "bytes=0-999999" } }
+        : { kind: "pass" };
+    const b2 = await client().openBlob(`${coalesced.host}/app`, amd.layers[0].digest);
+    const got2 = await b2.readRanges(ranges);
+    ranges.forEach(([s, e], i) => assert.ok(Buffer.from(got2[i]).equals(blobData.subarray(s, e))));
+    const last = coalesced.requests.filter(isBlobGet).at(-1)!;
+    assert.equal(last.status, 206);
+    assert.match(String(last.headers.range), /,/);
+  });
+
+  it("reuses keep-alive connections and limits concurrent requests per host", async () => {
+    const p = await proxy();
+    const blob = await client({ maxConcurrentRequestsPerHost: 3 }).openBlob(
+      `${p.host}/app`,
+      amd.layers[0].digest,
+    );
+    const before = p.connections;
+    for (let i = 0; i < 30; i++) await blob.read(i * 50_000, 50_000);
+    assert.ok(p.connections - before <= 2, `${p.connections - before} connections for 30 reads`);
+    await Promise.all(
+      Array.from({ length: 24 }, (_, i) => blob.read(i * 60_000, 60_000)),
+    );
+    assert.ok(p.maxInFlight <= 3, `max in flight ${p.maxInFlight}`);
+    assert.ok(p.maxInFlight >= 2, `max in flight ${p.maxInFlight}`);
+  });
+
   it("retries 429 and 503 honouring Retry-After, but not 501", async () => {
     const p = await proxy();
     const blob = await client({ blob: { ...quiet, maxRetries: 3 } }).openBlob(
@@ -420,9 +464,13 @@ describe("push", () => {
       }),
     );
     const cfg = await c.pushBlob(target, cfgBytes, { mediaType: MediaType.ociConfig });
-    const mounted = await c.pushBlob(`${reg.host}/other/app`, layer, { mountFrom: "pushed/app" });
+    const p = await proxy();
+    const mounted = await c.pushBlob(`${p.host}/other/app`, layer, { mountFrom: "pushed/app" });
     assert.equal(mounted.digest, chunked.digest);
     assert.ok(await c.hasBlob(`${reg.host}/other/app`, chunked.digest));
+    const mountReq = p.requests.find((r) => r.method === "POST" && r.url.includes("mount="));
+    assert.equal(mountReq?.status, 201, "mounted, not uploaded");
+    assert.ok(!p.requests.some((r) => r.method === "PUT" || r.method === "PATCH"));
     const manifest = new TextEncoder().encode(JSON.stringify({
       schemaVersion: 2,
       mediaType: MediaType.ociManifest,
