@@ -189,7 +189,7 @@ class LayerWriter {
     readonly minChunkSize: number,
   ) {
     // Enough members in flight to keep every worker busy with whole batches.
-    this.maxInflight = Math.max(2, pool.size * 64);
+    this.maxInflight = Math.max(2, pool.size * 4096);
     this.maxQueuedBytes = Math.max(32 << 20, 2 * (pool.size + 1) * chunkSize);
   }
 
