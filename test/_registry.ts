@@ -21,6 +21,7 @@ import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as zlib from "node:zlib";
 
 /** How clients must authenticate to the test registry. */
 export type RegistryAuthMode = "anonymous" | "basic" | "token";
@@ -479,10 +480,14 @@ export async function pushImage(
       ...(l.annotations ? { annotations: l.annotations } : {}),
     });
   }
+  // diff_ids are digests of the uncompressed tars: containerd checks them when it unpacks.
+  const diffIds = image.layers.map((l) =>
+    sha256Digest(l.data[0] === 0x1f && l.data[1] === 0x8b ? zlib.gunzipSync(l.data) : l.data)
+  );
   const configJson = JSON.stringify(
     image.config ?? {
       ...platform,
-      rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
+      rootfs: { type: "layers", diff_ids: diffIds },
       config: {},
     },
   );
