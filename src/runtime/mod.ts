@@ -57,3 +57,21 @@ export function scriptCommand(script: string, args: readonly string[] = []): str
   if (runtimeName() === "deno") return [process.execPath, "run", "-A", script, ...args];
   return [process.execPath, script, ...args];
 }
+
+/**
+ * True when {@link pollingReader} works here. Bun needs it: its fs thread pool has one thread per
+ * CPU, so reads that block (e.g. on /dev/fuse) would starve every other async fs call of the
+ * process. Deno runs blocking fs calls on a pool that grows to 512 threads and uses `fs.read`.
+ */
+export function hasPollingReader(): boolean {
+  return runtimeName() === "bun";
+}
+
+/**
+ * Successive read() results of `fd` (opened with O_NONBLOCK), driven by the runtime's poller so
+ * that an idle fd holds no thread. Only where {@link hasPollingReader}; the fd stays open.
+ */
+export function pollingReader(fd: number): ReadableStreamDefaultReader<Uint8Array> {
+  if (!hasPollingReader()) throw new Error(`no polling reader on ${runtimeName()}`);
+  return g.Bun.file(fd).stream().getReader();
+}
