@@ -334,6 +334,27 @@ describe("Snapshotter (remote snapshots)", () => {
     }
   });
 
+  it("replaces the stale mounts of a process that died", async () => {
+    const rfs = new BindLayerFs();
+    rfs.layers.set("sha256:aaa", layerDir);
+    // The first instance is never closed: its bind mount stays, as after a crash.
+    const dead = await Snapshotter.open({ root, log, fileSystem: rfs });
+    await dead.restored;
+    const snapshots = path.join(root, "snapshots");
+    assert.equal((await mountsUnder(snapshots)).length, 1);
+    const sn = await Snapshotter.open({ root, log, fileSystem: rfs });
+    try {
+      await sn.restored;
+      const mounts = await mountsUnder(snapshots);
+      assert.equal(mounts.length, 1, `mounted once again: ${mounts}`);
+      assert.equal(await fs.readFile(path.join(mounts[0]!, "from-remote"), "utf8"), "remote!");
+    } finally {
+      await sn.close();
+      await dead.close();
+    }
+    assert.deepEqual(await mountsUnder(snapshots), []);
+  });
+
   it("reports layers that cannot be restored (fatal unless allowed)", async () => {
     const rfs = new BindLayerFs();
     const strict = await Snapshotter.open({ root, log, fileSystem: rfs });
