@@ -146,6 +146,33 @@ describe("manifests", () => {
   });
 });
 
+describe("whole blobs", () => {
+  it("fetches and streams whole blobs through a redirect, verified against the digest", async () => {
+    const storage = await proxy();
+    const front = await proxy();
+    front.rule = (r) =>
+      isBlobGet(r) ? { kind: "redirect", location: `${storage.url}${r.url}` } : { kind: "pass" };
+    const c = client();
+    const small = await c.fetchBlob(`${front.host}/app`, amd.layers[1]);
+    assert.equal(small.length, 1000);
+    const chunks: Uint8Array[] = [];
+    await c.copyBlob(`${front.host}/app`, amd.layers[0], {
+      write: (chunk) => Promise.resolve(chunks.push(chunk)),
+    });
+    assert.ok(Buffer.concat(chunks).equals(blobData));
+    assert.ok(storage.requests.filter(isBlobGet).length >= 2);
+    const tail = await c.fetchBlobRange(`${front.host}/app`, amd.layers[0].digest, 100, 151);
+    assert.ok(Buffer.from(tail).equals(blobData.subarray(100, 151)));
+
+    storage.rule = () => ({ kind: "status", status: 200, body: "not the blob" });
+    await assert.rejects(c.fetchBlob(`${front.host}/app`, amd.layers[1]), DigestMismatchError);
+    await assert.rejects(
+      c.copyBlob(`${front.host}/app`, amd.layers[0], { write: () => Promise.resolve() }),
+      DigestMismatchError,
+    );
+  });
+});
+
 describe("range reads", () => {
   it("reads ranges of every size, at the start, middle and end", async () => {
     const blob = await client().openBlob(`${reg.host}/app`, amd.layers[0].digest);

@@ -89,8 +89,18 @@ async function pullInto(
     return;
   }
   const m = fetched.manifest;
-  for (const d of [m.config, ...m.layers]) {
-    await putBlob(dir, d.digest, await client.fetchBlob(ref, d));
+  await putBlob(dir, m.config.digest, await client.fetchBlob(ref, m.config));
+  for (const layer of m.layers) {
+    const file = blobFile(dir, layer.digest);
+    if (await fsp.stat(file).then(() => true, () => false)) continue;
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    // Layers stream to disk: an image's layers need not fit in memory.
+    const fh = await fsp.open(file, "w");
+    try {
+      await client.copyBlob(ref, layer, { write: (chunk) => fh.write(chunk) });
+    } finally {
+      await fh.close();
+    }
   }
 }
 

@@ -102,15 +102,30 @@ export class Authenticator {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly pending = new Map<string, Promise<CachedToken>>();
   private readonly refreshTokens = new Map<string, string>();
+  private readonly credentials = new Map<string, Promise<Credentials | undefined>>();
 
   constructor(private readonly keychain: Keychain, private readonly send: AuthFetch) {}
+
+  /**
+   * Credentials for `host`, asked once and kept until the registry refuses them: a keychain
+   * lookup may read a file or run a credential helper, too slow for every range read.
+   */
+  private credentialsFor(host: string): Promise<Credentials | undefined> {
+    let p = this.credentials.get(host);
+    if (!p) {
+      p = this.keychain.get(host);
+      p.catch(() => this.credentials.delete(host));
+      this.credentials.set(host, p);
+    }
+    return p;
+  }
 
   /** The `Authorization` value for a request to `host` needing `scopes`, if any is known. */
   async authorization(host: string, scopes: readonly string[]): Promise<string | undefined> {
     const ch = this.challenges.get(host);
     if (!ch) return undefined;
     if (ch.scheme === "basic") {
-      const c = await this.keychain.get(host);
+      const c = await this.credentialsFor(host);
       if (!c?.username && !c?.password) return undefined;
       return `Basic ${Buffer.from(`${c.username ?? ""}:${c.password ?? ""}`).toString("base64")}`;
     }
@@ -139,6 +154,7 @@ export class Authenticator {
     if (!ch) return false;
     const prev = this.challenges.get(host);
     this.challenges.set(host, ch);
+    this.credentials.delete(host);
     this.tokens.delete(`${host}\n${[...scopes].sort().join(" ")}`);
     if (ch.scheme === "basic" && prev?.scheme === "basic") return false;
     return true;
@@ -162,7 +178,7 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`bearer challenge from ${host} has an invalid realm`);
     }
-    const creds: Credentials | undefined = await this.keychain.get(host);
+    const creds = await this.credentialsFor(host);
     if (creds?.registryToken) {
       return { token: creds.registryToken, expiresAt: Number.POSITIVE_INFINITY };
     }

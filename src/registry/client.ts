@@ -3,6 +3,7 @@
  * keychain, token cache, connection limits and retry policy, and offers manifest resolution,
  * verified blob fetches, lazy `RemoteBlob`s and pushes.
  */
+import { createHash } from "node:crypto";
 import type { Logger } from "../log/mod.ts";
 import { log as rootLog } from "../log/mod.ts";
 import {
@@ -15,7 +16,7 @@ import {
   type ResolvedBlobOptions,
   resolveRedirect,
 } from "./blob.ts";
-import { NotFoundError, RegistryError } from "./errors.ts";
+import { DigestMismatchError, NotFoundError, RegistryError } from "./errors.ts";
 import { type RegistryHost, registryHosts, type RegistryHostsConfig } from "./hosts.ts";
 import { dockerConfigKeychain, type Keychain } from "./keychain.ts";
 import {
@@ -35,7 +36,7 @@ import {
 } from "./manifest.ts";
 import { formatReference, parseReference, type Reference } from "./reference.ts";
 import { parseContentRange, readPrefix } from "./_multipart.ts";
-import { drain, statusError, Transport } from "./_transport.ts";
+import { drain, errorMessage, statusError, Transport } from "./_transport.ts";
 
 /** Options of {@link RegistryClient}. */
 export interface RegistryClientOptions {
@@ -139,37 +140,51 @@ export class RegistryClient {
     throw new RegistryError(`no hosts for ${ref.domain}`);
   }
 
-  /** GET that follows redirects (without credentials on other hosts) and returns the body. */
-  private async getBytes(
+  /**
+   * GET that follows redirects (without credentials or mirror headers on other hosts) and
+   * hands the final answer to `read`; any status but 200/206 is an error.
+   */
+  private async getFollowing<T>(
     host: RegistryHost,
     scopes: string[],
     url: string,
     headers: Record<string, string>,
     what: string,
-  ): Promise<{ bytes: Uint8Array; headers: Headers }> {
+    read: (res: Response) => Promise<T>,
+    retry = true,
+  ): Promise<T> {
     let current = url;
     for (let hop = 0; hop < 6; hop++) {
       const r = await this.transport.send(
         { host, scopes },
-        { method: "GET", url: current, headers },
+        { method: "GET", url: current, headers, retry },
         async (res) => {
           const location = res.headers.get("location");
           if (res.status >= 300 && res.status < 400 && location) {
             await drain(res);
             return { redirect: new URL(location, current).href } as const;
           }
-          if (res.status !== 200) throw await statusError(res, what);
-          return {
-            redirect: undefined,
-            bytes: new Uint8Array(await res.arrayBuffer()),
-            headers: res.headers,
-          } as const;
+          if (res.status !== 200 && res.status !== 206) throw await statusError(res, what);
+          return { redirect: undefined, value: await read(res) } as const;
         },
       );
-      if (r.redirect === undefined) return { bytes: r.bytes, headers: r.headers };
+      if (r.redirect === undefined) return r.value;
       current = r.redirect;
     }
     throw new RegistryError(`${what}: too many redirects`);
+  }
+
+  private getBytes(
+    host: RegistryHost,
+    scopes: string[],
+    url: string,
+    headers: Record<string, string>,
+    what: string,
+  ): Promise<{ bytes: Uint8Array; headers: Headers }> {
+    return this.getFollowing(host, scopes, url, headers, what, async (res) => {
+      if (res.status !== 200) throw await statusError(res, what);
+      return { bytes: new Uint8Array(await res.arrayBuffer()), headers: res.headers };
+    });
   }
 
   /** Fetches the manifest or index `ref` names (by digest when it has one) and verifies it. */
@@ -233,43 +248,72 @@ export class RegistryClient {
   ): Promise<Uint8Array> {
     const ref = toRef(refInput);
     if (endExclusive <= start) return new Uint8Array(0);
-    return await this.onHosts(ref, async (host) => {
-      const what = `blob ${digest} bytes ${start}-${endExclusive - 1}`;
-      let current = `${base(host, ref)}/blobs/${digest}`;
-      for (let hop = 0; hop < 6; hop++) {
-        const r = await this.transport.send(
-          { host, scopes: [pullScope(ref)] },
-          {
-            method: "GET",
-            url: current,
-            headers: { range: `bytes=${start}-${endExclusive - 1}`, "accept-encoding": "identity" },
-          },
-          async (res) => {
-            const location = res.headers.get("location");
-            if (res.status >= 300 && res.status < 400 && location) {
-              await drain(res);
-              return { redirect: new URL(location, current).href } as const;
+    const what = `blob ${digest} bytes ${start}-${endExclusive - 1}`;
+    return await this.onHosts(ref, (host) =>
+      this.getFollowing(
+        host,
+        [pullScope(ref)],
+        `${base(host, ref)}/blobs/${digest}`,
+        { range: `bytes=${start}-${endExclusive - 1}`, "accept-encoding": "identity" },
+        what,
+        async (res) => {
+          if (res.status === 200) {
+            const all = await readPrefix(res.body ?? new Blob().stream(), endExclusive);
+            return all.subarray(start);
+          }
+          const cr = parseContentRange(res.headers.get("content-range"));
+          const got = new Uint8Array(await res.arrayBuffer());
+          if (cr.start !== start || got.length !== endExclusive - start) {
+            throw new RegistryError(`${what}: registry sent ${cr.start}-${cr.end}`);
+          }
+          return got;
+        },
+      ));
+  }
+
+  /**
+   * Streams a whole blob into `sink` (e.g. a file), hashing on the way; rejects with
+   * {@link DigestMismatchError} if it does not match `desc`. Not retried once bytes have been
+   * written, since the sink cannot take them back.
+   */
+  async copyBlob(
+    refInput: RefInput,
+    desc: { digest: string; size?: number },
+    sink: { write(chunk: Uint8Array): Promise<unknown> },
+  ): Promise<void> {
+    const ref = toRef(refInput);
+    const [algo] = desc.digest.split(":");
+    if (algo !== "sha256" && algo !== "sha384" && algo !== "sha512") {
+      throw new DigestMismatchError(`blob ${desc.digest}: unsupported digest algorithm`);
+    }
+    const what = `blob ${desc.digest}`;
+    await this.onHosts(ref, (host) =>
+      this.getFollowing(
+        host,
+        [pullScope(ref)],
+        `${base(host, ref)}/blobs/${desc.digest}`,
+        {},
+        what,
+        async (res) => {
+          if (res.status !== 200) throw await statusError(res, what);
+          const hash = createHash(algo);
+          let size = 0;
+          try {
+            for await (const chunk of res.body ?? new Blob().stream()) {
+              hash.update(chunk);
+              size += chunk.length;
+              await sink.write(chunk);
             }
-            if (res.status === 206) {
-              const got = new Uint8Array(await res.arrayBuffer());
-              const cr = parseContentRange(res.headers.get("content-range"));
-              if (cr.start !== start || got.length !== endExclusive - start) {
-                throw new RegistryError(`${what}: registry sent ${cr.start}-${cr.end}`);
-              }
-              return { redirect: undefined, bytes: got } as const;
-            }
-            if (res.status === 200) {
-              const all = await readPrefix(res.body ?? new Blob().stream(), endExclusive);
-              return { redirect: undefined, bytes: all.subarray(start) } as const;
-            }
-            throw await statusError(res, what);
-          },
-        );
-        if (r.redirect === undefined) return r.bytes;
-        current = r.redirect;
-      }
-      throw new RegistryError(`${what}: too many redirects`);
-    });
+          } catch (err) {
+            throw new RegistryError(`${what}: download broke off: ${errorMessage(err)}`);
+          }
+          const got = `${algo}:${hash.digest("hex")}`;
+          if (got !== desc.digest || (desc.size !== undefined && size !== desc.size)) {
+            throw new DigestMismatchError(`${what}: received ${got} (${size} bytes)`);
+          }
+        },
+        false,
+      ));
   }
 
   /**
