@@ -82,6 +82,9 @@ export interface PushBlobOptions {
 
 type RefInput = Reference | string;
 
+/** Blobs are hashed as stored: no transparent decompression by `fetch`. */
+const IDENTITY = { "accept-encoding": "identity" };
+
 function toRef(ref: RefInput): Reference {
   return typeof ref === "string" ? parseReference(ref) : ref;
 }
@@ -228,7 +231,7 @@ export class RegistryClient {
         host,
         [pullScope(ref)],
         `${base(host, ref)}/blobs/${desc.digest}`,
-        {},
+        IDENTITY,
         what,
       );
       verifyDigest(bytes, desc.digest, what, desc.size);
@@ -292,7 +295,7 @@ export class RegistryClient {
         host,
         [pullScope(ref)],
         `${base(host, ref)}/blobs/${desc.digest}`,
-        {},
+        IDENTITY,
         what,
         async (res) => {
           if (res.status !== 200) throw await statusError(res, what);
