@@ -7,6 +7,7 @@
  * keep-alive connections behind it, and redirects must be seen to keep credentials and mirror
  * headers away from storage back-ends.
  */
+import * as v from "valibot";
 import type { Logger } from "../log/mod.ts";
 import { log as rootLog } from "../log/mod.ts";
 import { Authenticator } from "./auth.ts";
@@ -100,6 +101,10 @@ export function backoffMs(attempt: number, policy: RetryPolicy, res?: Response):
   return Math.min(d + Math.random() * d, Math.max(policy.maxWaitMsec, d));
 }
 
+const ErrorBody = v.object({
+  errors: v.array(v.object({ code: v.optional(v.string()), message: v.optional(v.string()) })),
+});
+
 /** Reads a registry error body (`{"errors":[{code,message}]}`) into one short line. */
 export async function describeFailure(res: Response): Promise<string> {
   let text = "";
@@ -108,16 +113,16 @@ export async function describeFailure(res: Response): Promise<string> {
   } catch {
     return `HTTP ${res.status}`;
   }
+  let json: unknown;
   try {
-    const body = JSON.parse(text) as { errors?: { code?: unknown; message?: unknown }[] };
-    const first = body.errors?.[0];
-    if (first) {
-      return `HTTP ${res.status} ${String(first.code ?? "")}: ${String(first.message ?? "")}`;
-    }
+    json = JSON.parse(text);
   } catch {
-    // not JSON: fall through to the status line
+    return `HTTP ${res.status}`;
   }
-  return `HTTP ${res.status}`;
+  const parsed = v.safeParse(ErrorBody, json);
+  const first = parsed.success ? parsed.output.errors[0] : undefined;
+  if (!first) return `HTTP ${res.status}`;
+  return `HTTP ${res.status} ${first.code ?? ""}: ${(first.message ?? "").slice(0, 200)}`;
 }
 
 /** The typed error for a final unexpected status. */
