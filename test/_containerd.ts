@@ -186,6 +186,8 @@ export interface Containerd {
   ctr(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<CommandResult>;
   /** Like {@link ctr} but throws on a non-zero exit, with stderr in the message. */
   ctrOk(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<string>;
+  /** The tail of containerd's log (for failure messages). */
+  logs(): string;
   /** Stops containerd and the shims it started; unmounts what it left mounted. */
   stop(): Promise<void>;
 }
@@ -330,6 +332,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     address,
     dir,
     ctr,
+    logs: () => logs,
     async ctrOk(args, o) {
       const r = await ctr(args, o);
       if (r.code !== 0) {

@@ -4,6 +4,7 @@
  * and `ctr run` must run real containers from it, also across daemon restarts.
  */
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -156,12 +157,12 @@ describe("ctr run on the stargz snapshotter", () => {
   it("unpacks the image into committed layers and runs a container", async () => {
     const ls = await ctd!.ctrOk(["snapshots", "--snapshotter", "stargz", "ls"]);
     for (const chainId of image.chainIds) assert.ok(ls.includes(chainId), ls);
-    const suffix = process.pid.toString(36);
+    const suffix = randomUUID().slice(0, 8);
     assert.equal(await runOnce(`run1-${suffix}`), "out-42\nhello from layer 2\nscratch\n");
   });
 
   it("keeps working across restarts and a crash of the daemon", async () => {
-    const suffix = process.pid.toString(36);
+    const suffix = randomUUID().slice(0, 8);
     const before = await ctd!.ctrOk(["snapshots", "--snapshotter", "stargz", "ls"]);
     const code = await sgz!.stop();
     assert.equal(code, 0, sgz!.logs());

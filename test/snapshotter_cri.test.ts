@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -179,7 +179,7 @@ describe("CRI pull through the stargz snapshotter", () => {
     assert.ok(!content.includes(layers[1]!), content);
     assert.ok(content.includes(layers[2]!), content);
 
-    const suffix = process.pid.toString(36);
+    const suffix = randomUUID().slice(0, 8);
     assert.equal(await run(`cri1-${suffix}`), "served remotely\nunpacked by containerd\ndone\n");
   });
 
@@ -190,7 +190,7 @@ describe("CRI pull through the stargz snapshotter", () => {
     const report = await daemon.snapshotter.restored;
     assert.equal(report.restored.length, 2);
     assert.equal(rfs.mounted.size, 2);
-    const suffix = process.pid.toString(36);
+    const suffix = randomUUID().slice(0, 8);
     assert.equal(await run(`cri2-${suffix}`), "served remotely\nunpacked by containerd\ndone\n");
   });
 });
