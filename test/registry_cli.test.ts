@@ -14,7 +14,13 @@ import { openBlob } from "../src/estargz/mod.ts";
 import { MediaType, RegistryClient } from "../src/registry/mod.ts";
 import { runCli } from "./_cli.ts";
 import { buildTar, randomBytes } from "./estargz_fixtures.ts";
-import { pushImage, pushIndex, startRegistry, type TestRegistry } from "./_registry.ts";
+import {
+  pushImage,
+  pushIndex,
+  startFaultProxy,
+  startRegistry,
+  type TestRegistry,
+} from "./_registry.ts";
 
 let reg: TestRegistry;
 let authReg: TestRegistry;
@@ -135,6 +141,32 @@ describe("stargz inspect and convert", () => {
     assert.equal(out.mediaType, MediaType.ociManifest);
     assert.equal(out.platform, "linux/arm64");
     assert.equal(out.lazy, true);
+  });
+
+  it("goes through the mirrors of the daemon configuration", async () => {
+    const mirror = await startFaultProxy(reg.url);
+    try {
+      const config = path.join(dockerConfig, "config.toml");
+      await fs.writeFile(
+        config,
+        `[[resolver.host."${reg.host}".mirrors]]\nhost = "${mirror.host}"\n` +
+          `header = { "x-from-config" = ["yes"] }\n`,
+      );
+      const out = await inspect(`${reg.host}/app:esgz`, "--config", config);
+      assert.equal(out.layers.length > 0, true);
+      assert.ok(mirror.requests.some((r) => r.url.includes("/manifests/esgz")));
+      assert.ok(mirror.requests.some((r) => r.url.includes("/blobs/")));
+      assert.ok(mirror.requests.every((r) => r.headers["x-from-config"] === "yes"));
+      const missing = await runCli([
+        "inspect",
+        "--config",
+        `${config}.nope`,
+        `${reg.host}/app:esgz`,
+      ]);
+      assert.equal(missing.code, 1);
+    } finally {
+      await mirror.stop();
+    }
   });
 
   it("uses the docker config for credentials and fails clearly on errors", async () => {

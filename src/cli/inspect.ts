@@ -14,9 +14,13 @@ import {
   RegistryClient,
   RegistryError,
 } from "../registry/mod.ts";
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import { log } from "../log/mod.ts";
+import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";
+import { DEFAULT_CONFIG } from "./serve.ts";
 
 /** The largest footer (gzip eStargz, 51 bytes): one read of this many tail bytes finds any. */
 const FOOTER_PROBE_SIZE = 51;
@@ -101,8 +105,15 @@ export async function inspectImage(
 export const inspectCommand: Command = {
   name: "inspect",
   summary: "show an image's layers and whether each is eStargz (JSON)",
-  usage: "[--platform OS/ARCH[/VARIANT]] REF",
+  usage: "[--platform OS/ARCH[/VARIANT]] [--config FILE] REF",
   flags: [
+    {
+      name: "config",
+      kind: "string",
+      default: DEFAULT_CONFIG,
+      help: "daemon configuration whose [resolver] mirrors and [blob] settings to use",
+      valueName: "FILE",
+    },
     {
       name: "platform",
       kind: "string",
@@ -113,14 +124,19 @@ export const inspectCommand: Command = {
   async run(flags) {
     const [ref, ...extra] = flags.positional;
     if (!ref || extra.length) throw new CommandError("inspect needs exactly one argument: REF", 2);
+    let config;
+    try {
+      const file = str(flags, "config") ?? DEFAULT_CONFIG;
+      config = (await loadConfig(file, { explicit: flags.given.has("config") })).config;
+    } catch (err) {
+      if (err instanceof ConfigError) throw new CommandError(err.message);
+      throw err;
+    }
     try {
       parseReference(ref);
       const p = str(flags, "platform");
-      const result = await inspectImage(
-        new RegistryClient(),
-        ref,
-        p ? parsePlatform(p) : undefined,
-      );
+      const client = new RegistryClient(registryOptionsFromConfig(config, log));
+      const result = await inspectImage(client, ref, p ? parsePlatform(p) : undefined);
       console.log(JSON.stringify(result, null, 2));
       return 0;
     } catch (err) {
