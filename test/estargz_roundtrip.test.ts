@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as zlib from "node:zlib";
 import {
   convertLayer,
   decodeXattrs,
@@ -181,6 +182,23 @@ describe("estargz round trip", () => {
     assert.equal(b.tocDigest, a.tocDigest);
     assert.equal(c.tocDigest, a.tocDigest);
     assert.equal(b.diffID, a.diffID);
+    // Several zstd frames (as pzstd or zstd:chunked write them), skippable frames in between.
+    const tar = fs.readFileSync(tarFile);
+    const cut = 300 * 1024 + 17;
+    const multi = Buffer.concat([
+      zlib.zstdCompressSync(tar.subarray(0, cut)),
+      Buffer.from([0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]),
+      zlib.zstdCompressSync(tar.subarray(cut)),
+    ]);
+    const d = await convertLayer(multi, path.join(dir, "d"), { chunkSize: TEST_CHUNK });
+    assert.equal(d.tocDigest, a.tocDigest);
+    // An eStargz blob as input: its TOC and landmark are replaced, the rest is kept.
+    for (const format of ["gzip", "zstd"] as const) {
+      const again = path.join(dir, `again-${format}`);
+      await convertLayer(path.join(dir, "a"), again + ".src", { chunkSize: TEST_CHUNK, format });
+      const e = await convertLayer(again + ".src", again, { chunkSize: TEST_CHUNK });
+      assert.equal(e.tocDigest, a.tocDigest);
+    }
   });
 
   it("streams input from a ReadableStream", async () => {

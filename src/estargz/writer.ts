@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { compressMember, CompressorPool } from "./_compress.ts";
+import { zstdFrames } from "./_zstd.ts";
 import { InvalidEntryError, TarError } from "./errors.ts";
 import { encodeGzipFooter, encodeZstdFooterFrame, ZSTD_SKIPPABLE_MAGIC } from "./footer.ts";
 import {
@@ -94,7 +95,8 @@ async function decompressed(src: LayerSource): Promise<ByteSource> {
   const head = await probe.peek(4);
   const isGzip = head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08;
   const isZstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
-  if (!isGzip && !isZstd) return probe;
+  if (isZstd) return new ByteSource(zstdFrames(probe));
+  if (!isGzip) return probe;
   async function* raw(): AsyncGenerator<Uint8Array> {
     for (;;) {
       const part = await probe.readSome(READ_SIZE);
@@ -102,8 +104,7 @@ async function decompressed(src: LayerSource): Promise<ByteSource> {
       yield Uint8Array.prototype.slice.call(part);
     }
   }
-  const z = isGzip ? zlib.createGunzip() : zlib.createZstdDecompress();
-  return new ByteSource(Readable.from(raw()).pipe(z));
+  return new ByteSource(Readable.from(raw()).pipe(zlib.createGunzip()));
 }
 
 /** One input entry as the converter sees it, with a way to read its payload. */
