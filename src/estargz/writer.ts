@@ -111,6 +111,8 @@ async function decompressed(src: LayerSource): Promise<ByteSource> {
 interface SourceEntry {
   header: TarHeader;
   raw: Uint8Array;
+  /** Never share a member (landmarks: prefetch stops exactly at their offset). */
+  ownMember?: boolean;
   read(max: number): Promise<Uint8Array | undefined>;
 }
 
@@ -283,7 +285,8 @@ class LayerWriter {
     while (written < h.size) {
       const size = Math.min(this.chunkSize, h.size - written);
       if (size === this.chunkSize) chunk.chunkSize = size;
-      const pack = this.minChunkSize > 0 && h.size < this.minChunkSize && this.#curHasPayload &&
+      const pack = !src.ownMember && this.minChunkSize > 0 && h.size < this.minChunkSize &&
+        this.#curHasPayload &&
         this.#curLen < this.minChunkSize;
       if (!pack) await this.#seal();
       if (written > 0) chunk.chunkOffset = written;
@@ -364,6 +367,7 @@ function landmark(name: string): SourceEntry {
       xattrs: new Map(),
     },
     raw: ustarFileHeader(name, 1, { mode: 0 }),
+    ownMember: true,
     read() {
       if (given) return Promise.resolve(undefined);
       given = true;
