@@ -2,6 +2,7 @@ import type { Command } from "./_command.ts";
 import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
 import { inspectCommand } from "./inspect.ts";
+import { mountCommand } from "./mount.ts";
 import { serveCommand } from "./serve.ts";
 import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
 
@@ -11,6 +12,7 @@ export const COMMANDS: readonly Command[] = [
   configCommand,
   convertCommand,
   inspectCommand,
+  mountCommand,
   getTocDigestCommand,
   tocCommand,
   verifyCommand,

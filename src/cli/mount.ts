@@ -1,0 +1,178 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import * as fs from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import type { BlobReader } from "../estargz/mod.ts";
+import { fileBlobReader } from "../estargz/mod.ts";
+import {
+  BackgroundScheduler,
+  ChunkCache,
+  Layer,
+  mountLayer,
+  rangeSourceOf,
+  TOC_DIGEST_LABEL,
+} from "../fs/mod.ts";
+import type { RangeSource } from "../fs/_layer_reader.ts";
+import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
+import { RegistryClient } from "../registry/mod.ts";
+import { registryOptionsFromConfig } from "../service/registry_options.ts";
+import type { Command } from "./_command.ts";
+import { CommandError } from "./_command.ts";
+import { bool, str } from "./_flags.ts";
+import { DEFAULT_CONFIG } from "./serve.ts";
+
+/** `sha256:…` of a local file, streamed. */
+async function fileDigest(file: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+    h.update(chunk as Uint8Array);
+  }
+  return `sha256:${h.digest("hex")}`;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return await fs.stat(p).then(() => true, () => false);
+}
+
+/** Resolves when SIGINT/SIGTERM arrives or `closed` settles. */
+function untilStopped(closed: Promise<void>): Promise<string> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    closed.then(() => resolve("unmounted"), () => resolve("unmounted"));
+  });
+}
+
+/**
+ * `stargz mount SOURCE MOUNTPOINT`: mounts one eStargz layer in the foreground, from a local blob
+ * file or from a registry (`REF --layer DIGEST`), until SIGINT/SIGTERM or an outside unmount.
+ */
+export const mountCommand: Command = {
+  name: "mount",
+  summary: "mount one eStargz layer (local file or registry) in the foreground",
+  usage: "[flags] (BLOB_FILE | REF --layer DIGEST) MOUNTPOINT",
+  flags: [
+    {
+      name: "layer",
+      kind: "string",
+      help: "digest of the layer when SOURCE is an image reference",
+      valueName: "DIGEST",
+    },
+    {
+      name: "toc-digest",
+      kind: "string",
+      help:
+        "refuse the layer unless its TOC has this digest (default: the manifest's annotation, if any)",
+      valueName: "DIGEST",
+    },
+    { name: "no-background-fetch", kind: "bool", help: "fetch only what is read (and prefetched)" },
+    { name: "no-prefetch", kind: "bool", help: "do not prefetch" },
+    {
+      name: "cache-dir",
+      kind: "string",
+      help: "chunk cache directory (default: a temporary one, removed at exit)",
+      valueName: "DIR",
+    },
+    {
+      name: "config",
+      kind: "string",
+      default: DEFAULT_CONFIG,
+      help: "daemon configuration for registry, cache and FUSE settings",
+      valueName: "FILE",
+    },
+    {
+      name: "log-level",
+      kind: "string",
+      default: "info",
+      help: "logging level",
+      valueName: "LEVEL",
+    },
+  ],
+  async run(flags) {
+    const level = parseLogLevel(str(flags, "log-level") ?? "info");
+    if (!level) throw new CommandError(`invalid --log-level "${str(flags, "log-level")}"`, 2);
+    setLogLevel(level);
+    if (flags.positional.length !== 2) throw new CommandError("expected SOURCE and MOUNTPOINT", 2);
+    const [source, mountpoint] = flags.positional;
+    let config;
+    try {
+      config = (await loadConfig(str(flags, "config") ?? DEFAULT_CONFIG, {
+        explicit: flags.given.has("config"),
+      })).config;
+    } catch (err) {
+      if (err instanceof ConfigError) throw new CommandError(err.message);
+      throw err;
+    }
+    if (!(await exists(mountpoint))) {
+      throw new CommandError(`mountpoint ${mountpoint} does not exist`);
+    }
+
+    let blob: RangeSource & BlobReader;
+    let digest: string;
+    let tocDigest = str(flags, "toc-digest");
+    let closeBlob = async () => {};
+    const layerDigest = str(flags, "layer");
+    if (layerDigest === undefined) {
+      if (!(await exists(source))) {
+        throw new CommandError(
+          `${source}: no such file (for a registry image, pass --layer DIGEST)`,
+        );
+      }
+      const reader = await fileBlobReader(source);
+      blob = Object.assign(rangeSourceOf(reader), { read: reader.read.bind(reader) });
+      closeBlob = () => reader.close();
+      digest = await fileDigest(source);
+    } else {
+      const registry = new RegistryClient(registryOptionsFromConfig(config, log));
+      if (tocDigest === undefined) {
+        const image = await registry.resolve(source);
+        tocDigest = image.layers.find((l) => l.digest === layerDigest)?.annotations
+          ?.[TOC_DIGEST_LABEL];
+      }
+      blob = await registry.openBlob(source, layerDigest);
+      digest = layerDigest;
+    }
+    if (tocDigest === undefined) {
+      log.warn("no TOC digest: mounting without verifying the TOC", { source });
+    }
+
+    const tmpCache = str(flags, "cache-dir") === undefined
+      ? await fs.mkdtemp(path.join(os.tmpdir(), "stargz-mount-cache-"))
+      : undefined;
+    try {
+      const cache = await ChunkCache.open(tmpCache ?? str(flags, "cache-dir")!, {
+        maxDiskBytes: config.cache.max_size,
+        maxMemoryBytes: config.cache.memory_size,
+      });
+      const layer = await Layer.open({
+        digest,
+        source: blob,
+        expectedTocDigest: tocDigest,
+        cache,
+        scheduler: new BackgroundScheduler(config.max_concurrency, 5000),
+        log,
+      });
+      const mount = await mountLayer(layer, mountpoint, {
+        attrTimeoutSec: config.fuse.attr_timeout,
+        entryTimeoutSec: config.fuse.entry_timeout,
+        debug: config.debug,
+        log,
+      });
+      if (!bool(flags, "no-prefetch") && !config.noprefetch) {
+        layer.startPrefetch(layer.prefetchSize(config.prefetch_size));
+      }
+      if (!bool(flags, "no-background-fetch")) layer.startBackgroundFetch();
+      log.info("mounted", { source, mountpoint, layer: digest, tocDigest: layer.blob.tocDigest });
+      const why = await untilStopped(mount.closed);
+      log.info("unmounting", { reason: why });
+      layer.close();
+      await mount.unmount();
+      return 0;
+    } finally {
+      await closeBlob();
+      if (tmpCache) await fs.rm(tmpCache, { recursive: true, force: true });
+    }
+  },
+};

@@ -1,0 +1,238 @@
+/**
+ * The lazy eStargz layer filesystem: mounts one layer of an image from its registry (or a local
+ * blob file) through FUSE, fetching chunks on demand. The snapshotter drives it through the
+ * {@link FileSystem} cut (`mount / check / unmount`).
+ */
+import * as path from "node:path";
+import type { Config } from "../config/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import type { RegistryClient, RemoteBlob } from "../registry/mod.ts";
+import type { FileSystem } from "../snapshot/remote.ts";
+import { remoteSource } from "../snapshot/remote.ts";
+import { BackgroundScheduler } from "./_background.ts";
+import { ChunkCache } from "./_chunk_cache.ts";
+import { mountLayer } from "./_layer_fuse.ts";
+import type { LayerMount } from "./_layer_fuse.ts";
+import { Layer } from "./layer.ts";
+
+export { Layer, type LayerState } from "./layer.ts";
+export { ChunkCache, type ChunkCacheStats } from "./_chunk_cache.ts";
+export { BackgroundScheduler } from "./_background.ts";
+export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fuse.ts";
+export { rangeSourceOf } from "./_local_source.ts";
+
+/** Layer annotation (passed as a Prepare label) holding the TOC digest. */
+export const TOC_DIGEST_LABEL = "containerd.io/snapshot/stargz/toc.digest";
+/** Label that, with `allow_no_verification`, lets a layer without TOC digest mount. */
+export const SKIP_VERIFY_LABEL = "containerd.io/snapshot/remote/stargz.skipverify";
+/** Label overriding `prefetch_size` for one layer (bytes). */
+export const PREFETCH_SIZE_LABEL = "containerd.io/snapshot/remote/stargz.prefetch";
+
+/** Silence period of background work after an on-demand read (as upstream). */
+const BACKGROUND_SILENCE_MS = 5000;
+
+/** A layer that cannot be mounted remotely; the message says why (the snapshotter logs it). */
+export class LayerMountError extends Error {
+  override name = "LayerMountError";
+}
+
+/** What {@link LayerFileSystem.create} needs. */
+export interface LayerFileSystemOptions {
+  /** The daemon root; the chunk cache lives in `<root>/cache`. */
+  root: string;
+  config: Config;
+  registry: RegistryClient;
+  log: Logger;
+}
+
+interface Mounted {
+  layer: Layer;
+  blob: RemoteBlob;
+  mount: LayerMount;
+  labels: Record<string, string>;
+  lastCheck: number;
+}
+
+interface Resolved {
+  layer: Layer;
+  blob: RemoteBlob;
+  expires: number;
+}
+
+/** Mounts eStargz layers from registries; the snapshotter's remote {@link FileSystem}. */
+export class LayerFileSystem implements FileSystem {
+  readonly #mounts = new Map<string, Mounted>();
+  /** Layers opened ahead of their Prepare (neighbours of a mounted layer), by digest. */
+  readonly #resolved = new Map<string, Promise<Resolved>>();
+
+  private constructor(
+    readonly opts: LayerFileSystemOptions,
+    readonly cache: ChunkCache,
+    readonly scheduler: BackgroundScheduler,
+  ) {}
+
+  /** Opens the chunk cache and the background scheduler. */
+  static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
+    const cache = await ChunkCache.open(path.join(opts.root, "cache"), {
+      maxDiskBytes: opts.config.cache.max_size,
+      maxMemoryBytes: opts.config.cache.memory_size,
+    });
+    const scheduler = new BackgroundScheduler(opts.config.max_concurrency, BACKGROUND_SILENCE_MS);
+    return new LayerFileSystem(opts, cache, scheduler);
+  }
+
+  #verification(labels: Record<string, string>): string | undefined {
+    const toc = labels[TOC_DIGEST_LABEL];
+    if (toc) return toc;
+    const c = this.opts.config;
+    if (c.disable_verification) return undefined;
+    if (labels[SKIP_VERIFY_LABEL] !== undefined && c.allow_no_verification) return undefined;
+    throw new LayerMountError(
+      `no TOC digest label (${TOC_DIGEST_LABEL}): refusing to mount an unverifiable layer`,
+    );
+  }
+
+  /** Opens (or reuses a pre-opened) layer: blob location, footer, TOC and tree. */
+  #resolve(ref: string, digest: string, expectedTocDigest: string | undefined): Promise<Resolved> {
+    const now = Date.now();
+    const cached = this.#resolved.get(digest);
+    if (cached) {
+      this.#resolved.delete(digest);
+      return cached.then((r) => {
+        if (
+          r.expires > now &&
+          (expectedTocDigest === undefined || r.layer.blob.tocDigest === expectedTocDigest)
+        ) return r;
+        return this.#open(ref, digest, expectedTocDigest);
+      }, () => this.#open(ref, digest, expectedTocDigest));
+    }
+    return this.#open(ref, digest, expectedTocDigest);
+  }
+
+  async #open(
+    ref: string,
+    digest: string,
+    expectedTocDigest: string | undefined,
+  ): Promise<Resolved> {
+    const blob = await this.opts.registry.openBlob(ref, digest);
+    const layer = await Layer.open({
+      digest,
+      source: blob,
+      expectedTocDigest,
+      cache: this.cache,
+      scheduler: this.scheduler,
+      log: this.opts.log,
+    });
+    return {
+      layer,
+      blob,
+      expires: Date.now() + this.opts.config.resolve_result_entry_ttl_sec * 1000,
+    };
+  }
+
+  /** Opens the image's other layers in the background, so their Prepare mounts at once. */
+  #resolveNeighbours(ref: string, self: string, layers: readonly string[]): void {
+    for (const d of layers) {
+      if (
+        d === self || this.#resolved.has(d) ||
+        [...this.#mounts.values()].some((m) => m.layer.digest === d)
+      ) continue;
+      // The TOC digest of a neighbour is unknown here: it is checked when its Prepare arrives.
+      const p = this.#open(ref, d, undefined);
+      p.catch(() => this.#resolved.delete(d));
+      this.#resolved.set(d, p);
+    }
+  }
+
+  /** Mounts the layer described by the Prepare labels at `mountpoint`. */
+  async mount(mountpoint: string, labels: Record<string, string>): Promise<void> {
+    const src = remoteSource(labels);
+    if (!src) throw new LayerMountError("no image reference and layer digest labels");
+    const expected = this.#verification(labels);
+    const log = this.opts.log.with({ layer: src.digest, ref: src.ref });
+    const c = this.opts.config;
+    this.#resolveNeighbours(src.ref, src.digest, src.layers);
+    const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
+    let mount: LayerMount;
+    try {
+      mount = await mountLayer(layer, mountpoint, {
+        attrTimeoutSec: c.fuse.attr_timeout,
+        entryTimeoutSec: c.fuse.entry_timeout,
+        debug: c.debug,
+        log,
+      });
+    } catch (err) {
+      layer.close();
+      throw err;
+    }
+    this.#mounts.set(mountpoint, { layer, blob, mount, labels, lastCheck: Date.now() });
+    mount.closed.then(() => {
+      if (this.#mounts.get(mountpoint)?.mount === mount) {
+        log.warn("layer mount ended from outside", { mountpoint });
+        this.#mounts.delete(mountpoint);
+        layer.close();
+      }
+    });
+    if (!c.noprefetch) {
+      const label = Number(labels[PREFETCH_SIZE_LABEL]);
+      const size = layer.prefetchSize(
+        Number.isFinite(label) && label > 0 ? label : c.prefetch_size,
+      );
+      layer.startPrefetch(size);
+    }
+    if (!c.no_background_fetch) layer.startBackgroundFetch();
+    log.info("layer mounted", {
+      mountpoint,
+      tocDigest: layer.blob.tocDigest,
+      verified: expected !== undefined,
+    });
+  }
+
+  /**
+   * Healthy when the layer is fully fetched, or when its blob still answers a small range
+   * request (at most every `valid_interval` seconds unless `check_always`); on failure the blob
+   * is resolved again once. Also waits for prefetch up to `prefetch_timeout_sec`.
+   */
+  async check(mountpoint: string, _labels: Record<string, string>): Promise<void> {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new LayerMountError(`no layer is mounted at ${mountpoint}`);
+    const c = this.opts.config;
+    await m.layer.waitPrefetch(c.prefetch_timeout_sec * 1000);
+    if (m.layer.complete) return;
+    if (!c.blob.check_always && Date.now() - m.lastCheck < c.blob.valid_interval * 1000) return;
+    try {
+      await m.blob.check();
+    } catch (first) {
+      this.opts.log.warn("layer blob check failed; resolving it again", {
+        layer: m.layer.digest,
+        error: first,
+      });
+      await m.blob.refresh();
+      await m.blob.check();
+    }
+    m.lastCheck = Date.now();
+  }
+
+  /** Unmounts the layer at `mountpoint` and stops its background work. */
+  async unmount(mountpoint: string): Promise<void> {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) return;
+    this.#mounts.delete(mountpoint);
+    m.layer.close();
+    await m.mount.unmount();
+  }
+
+  /** The mounted layers, for the admin view. */
+  mounted(): { mountpoint: string; digest: string; state: ReturnType<Layer["state"]> }[] {
+    return [...this.#mounts].map(([mountpoint, m]) => ({
+      mountpoint,
+      digest: m.layer.digest,
+      state: m.layer.state(),
+    }));
+  }
+
+  /** Unmounts every layer (daemon shutdown). */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+  }
+}
