@@ -131,6 +131,20 @@ describe("estargz corruptions", () => {
     );
   });
 
+  it("an extent that inflates far beyond its chunk is refused before it exhausts memory", async () => {
+    const eb = await openBlob(memReader(blob));
+    const c = eb.chunks("dir/file")[0];
+    const bomb = zlib.gzipSync(new Uint8Array(80 << 20));
+    await assert.rejects(
+      Promise.resolve().then(() => eb.decodeChunk(c, bomb)),
+      (err: unknown) => {
+        assert.ok(err instanceof EstargzError && err.code === "chunk-decode", String(err));
+        assert.match(err.message, /"dir\/file" at offset 0/);
+        return true;
+      },
+    );
+  });
+
   it("flipped byte in the TOC", async () => {
     const eb = await openBlob(memReader(blob));
     const bad = blob.slice();

@@ -112,6 +112,8 @@ export interface OpenOptions {
   tailSize?: number;
 }
 
+/** How much more than its chunk one extent may inflate to (see {@link decodeChunk}). */
+const MAX_TRAILING_HEADERS = 64 << 20;
 const EMPTY_CHILDREN: ReadonlyMap<string, EstargzNode> = new Map();
 const NO_CHUNKS: readonly Chunk[] = [];
 
@@ -461,10 +463,17 @@ function cleanEntryNameFor(entryName: string, link: string): string {
 export function decodeChunk(format: BlobFormat, chunk: Chunk, compressed: Uint8Array): Uint8Array {
   const want = chunk.innerOffset + chunk.chunkSize;
   let out: Uint8Array;
+  // Bytes fetched from a registry are not trusted until their digest is checked: cap what an
+  // extent may inflate to. Beyond the chunk a member holds only tar headers of the entries that
+  // follow (our writer starts a new member after chunkSize of them).
+  const maxOutputLength = want + MAX_TRAILING_HEADERS;
   try {
     out = format === "zstd"
-      ? zlib.zstdDecompressSync(compressed)
-      : zlib.gunzipSync(compressed, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+      ? zlib.zstdDecompressSync(compressed, { maxOutputLength })
+      : zlib.gunzipSync(compressed, {
+        finishFlush: zlib.constants.Z_SYNC_FLUSH,
+        maxOutputLength,
+      });
   } catch (err) {
     throw new ChunkDecodeError(chunk.path, chunk.chunkOffset, (err as Error).message);
   }
