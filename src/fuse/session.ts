@@ -26,8 +26,11 @@ import {
   ROOT_ID,
 } from "./types.ts";
 
-/** Largest write the kernel may send: never used by a read-only mount, but it sizes device reads. */
-const MAX_WRITE = 64 * 1024;
+/**
+ * max_write: a read-only mount never gets writes, but the kernel refuses device reads smaller than
+ * max(8 KiB, 80 + max_write), so the smallest value (4 KiB) keeps every read buffer small.
+ */
+const MAX_WRITE = 4096;
 /** Reply buffers up to this size come from the small pool (most replies and 4 KiB reads). */
 const SMALL_REPLY = 64 * 1024;
 
@@ -219,7 +222,10 @@ export class FuseSession {
         chunk = r.value;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (!this.#ended && (code === "EINTR" || code === "EAGAIN" || code === "ENOENT")) {
+        // EINVAL: Bun reads into what is left of its 256 KiB buffer while we are busy, and the
+        // kernel refuses reads smaller than 8 KiB without dequeuing anything; what Bun had
+        // read was delivered, so a fresh stream (fresh buffer) loses nothing.
+        if (!this.#ended && (code === "EINVAL" || code === "EINTR" || code === "ENOENT")) {
           reader = pollingReader(this.fd);
           continue;
         }
@@ -230,12 +236,14 @@ export class FuseSession {
       while (pos + IN_HEADER_SIZE <= chunk.length) {
         const len = chunk[pos] | (chunk[pos + 1] << 8) | (chunk[pos + 2] << 16) |
           (chunk[pos + 3] << 24);
-        if (len < IN_HEADER_SIZE || pos + len > chunk.length || len > inBuf.buf.length) {
+        if (len < IN_HEADER_SIZE || pos + len > chunk.length) {
           this.log.error("malformed FUSE request", { len, chunk: chunk.length });
           break;
         }
-        inBuf.buf.set(pos === 0 && len === chunk.length ? chunk : chunk.subarray(pos, pos + len));
-        this.#dispatch(inBuf, len);
+        // Requests can outgrow the buffer (a BATCH_FORGET fills whatever the read offered).
+        const into = len <= inBuf.buf.length ? inBuf : slab(len);
+        into.buf.set(pos === 0 && len === chunk.length ? chunk : chunk.subarray(pos, pos + len));
+        this.#dispatch(into, len);
         pos += len;
       }
     }
