@@ -130,6 +130,11 @@ describe("estargz round trip", () => {
         assert.ok(blob.children("").has(".wh.gone"));
         assert.ok(blob.children("b").has(".wh..wh..opq"));
         assert.equal(blob.chunks("big").length, 6);
+        // Nodes work wherever paths do (the filesystem holds nodes, not paths).
+        const bigNode = blob.entry("big")!;
+        assert.equal(blob.chunks(bigNode), blob.chunks("big"));
+        assert.equal(blob.chunkAt(bigNode, TEST_CHUNK), blob.chunkAt("big", TEST_CHUNK));
+        assert.equal(blob.children(blob.entry("b")!), blob.children("b"));
         assert.equal(blob.chunkAt("big", 5 * TEST_CHUNK)?.chunkOffset, 5 * TEST_CHUNK);
         assert.equal(blob.chunkAt("big", 5 * TEST_CHUNK + 123), undefined);
         if (v.minChunkSize > 0) {

@@ -382,19 +382,26 @@ export class EstargzBlob {
     return this.#nodes.get("") as MutableNode;
   }
 
-  /** A directory's children by base name, in TOC order. */
-  children(dirPath: string): ReadonlyMap<string, EstargzNode> {
-    return (this.entry(dirPath) as MutableNode | undefined)?.children ?? EMPTY_CHILDREN;
+  #node(at: string | EstargzNode): MutableNode | undefined {
+    return (typeof at === "string" ? this.entry(at) : at) as MutableNode | undefined;
+  }
+
+  /**
+   * A directory's children by base name, in TOC order. Takes a path or, cheaper on the
+   * filesystem's hot path, a node this blob returned.
+   */
+  children(dir: string | EstargzNode): ReadonlyMap<string, EstargzNode> {
+    return this.#node(dir)?.children ?? EMPTY_CHILDREN;
   }
 
   /** A regular file's chunks sorted by `chunkOffset` (empty for empty files). */
-  chunks(path: string): readonly Chunk[] {
-    return (this.entry(path) as MutableNode | undefined)?.chunks ?? NO_CHUNKS;
+  chunks(file: string | EstargzNode): readonly Chunk[] {
+    return this.#node(file)?.chunks ?? NO_CHUNKS;
   }
 
-  /** The chunk of `path` that holds byte `offset` of its content. */
-  chunkAt(path: string, offset: number): Chunk | undefined {
-    const list = this.chunks(path);
+  /** The chunk of `file` that holds byte `offset` of its content. */
+  chunkAt(file: string | EstargzNode, offset: number): Chunk | undefined {
+    const list = this.chunks(file);
     let lo = 0;
     let hi = list.length - 1;
     while (lo <= hi) {
