@@ -6,15 +6,9 @@ import * as path from "node:path";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import type { BlobReader } from "../estargz/mod.ts";
 import { fileBlobReader } from "../estargz/mod.ts";
-import {
-  BackgroundScheduler,
-  ChunkCache,
-  Layer,
-  mountLayer,
-  rangeSourceOf,
-  TOC_DIGEST_LABEL,
-} from "../fs/mod.ts";
-import type { RangeSource } from "../fs/_layer_reader.ts";
+import { BackgroundScheduler, ChunkCache, Layer, mountLayer, rangeSourceOf } from "../fs/mod.ts";
+import type { RangeSource } from "../fs/mod.ts";
+import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { RegistryClient } from "../registry/mod.ts";
 import { registryOptionsFromConfig } from "../service/registry_options.ts";

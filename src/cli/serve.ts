@@ -1,6 +1,11 @@
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
+import { LayerFileSystem } from "../fs/mod.ts";
+import { RegistryClient } from "../registry/mod.ts";
+import { startAdmin } from "../service/admin.ts";
+import type { AdminServer } from "../service/admin.ts";
 import { startDaemon } from "../service/mod.ts";
+import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";
@@ -69,13 +74,32 @@ export const serveCommand: Command = {
     }
     for (const w of loaded.warnings) log.warn(w, { config: configPath });
     const stopped = nextStopSignal();
+    const root = str(flags, "root") ?? DEFAULT_ROOT;
+    const config = loaded.config;
     const daemon = await startDaemon({
       address: str(flags, "address") ?? DEFAULT_ADDRESS,
-      root: str(flags, "root") ?? DEFAULT_ROOT,
-      config: loaded.config,
+      root,
+      config,
       log,
+      fileSystem: (root) =>
+        LayerFileSystem.create({
+          root,
+          config,
+          registry: new RegistryClient(registryOptionsFromConfig(config, log)),
+          log,
+        }),
     });
+    let admin: AdminServer | undefined;
+    if (config.admin.address) {
+      const layers = daemon.fileSystem as LayerFileSystem;
+      admin = await startAdmin(config.admin.address, {
+        layers: () => layers.mounted(),
+        cache: () => ({ ...layers.cache.stats() }),
+        snapshots: () => daemon.snapshotter.list(),
+      }, log);
+    }
     const outcome = await Promise.race([stopped, daemon.fatal]).catch((err: Error) => err);
+    await admin?.close();
     if (outcome instanceof Error) {
       await daemon.stop();
       throw new CommandError(outcome.message, 1);

@@ -7,8 +7,12 @@ import * as path from "node:path";
 import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { RegistryClient, RemoteBlob } from "../registry/mod.ts";
-import type { FileSystem } from "../snapshot/remote.ts";
-import { remoteSource } from "../snapshot/remote.ts";
+import {
+  PREFETCH_SIZE_LABEL,
+  remoteSource,
+  SKIP_VERIFY_LABEL,
+  TOC_DIGEST_LABEL,
+} from "../labels/mod.ts";
 import { BackgroundScheduler } from "./_background.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
 import { mountLayer } from "./_layer_fuse.ts";
@@ -20,13 +24,7 @@ export { ChunkCache, type ChunkCacheStats } from "./_chunk_cache.ts";
 export { BackgroundScheduler } from "./_background.ts";
 export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fuse.ts";
 export { rangeSourceOf } from "./_local_source.ts";
-
-/** Layer annotation (passed as a Prepare label) holding the TOC digest. */
-export const TOC_DIGEST_LABEL = "containerd.io/snapshot/stargz/toc.digest";
-/** Label that, with `allow_no_verification`, lets a layer without TOC digest mount. */
-export const SKIP_VERIFY_LABEL = "containerd.io/snapshot/remote/stargz.skipverify";
-/** Label overriding `prefetch_size` for one layer (bytes). */
-export const PREFETCH_SIZE_LABEL = "containerd.io/snapshot/remote/stargz.prefetch";
+export type { RangeSource } from "./_layer_reader.ts";
 
 /** Silence period of background work after an on-demand read (as upstream). */
 const BACKGROUND_SILENCE_MS = 5000;
@@ -59,8 +57,11 @@ interface Resolved {
   expires: number;
 }
 
-/** Mounts eStargz layers from registries; the snapshotter's remote {@link FileSystem}. */
-export class LayerFileSystem implements FileSystem {
+/**
+ * Mounts eStargz layers from registries: the snapshotter's remote `FileSystem` (implemented
+ * structurally, so that this module does not depend on the snapshotter above it).
+ */
+export class LayerFileSystem {
   readonly #mounts = new Map<string, Mounted>();
   /** Layers opened ahead of their Prepare (neighbours of a mounted layer), by digest. */
   readonly #resolved = new Map<string, Promise<Resolved>>();

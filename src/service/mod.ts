@@ -28,14 +28,19 @@ export interface DaemonOptions {
   root: string;
   config: Config;
   log: Logger;
-  /** Serves remote layers; without one every Prepare makes an ordinary snapshot. */
-  fileSystem?: FileSystem;
+  /**
+   * Serves remote layers (or makes the filesystem once the root is ready); without one every
+   * Prepare makes an ordinary snapshot.
+   */
+  fileSystem?: FileSystem | ((root: string) => Promise<FileSystem & { close?(): Promise<void> }>);
 }
 
 /** A running daemon. */
 export interface Daemon {
   /** The snapshotter behind the socket. */
   readonly snapshotter: Snapshotter;
+  /** The remote layer filesystem, when there is one. */
+  readonly fileSystem: FileSystem | undefined;
   /**
    * Rejects when the daemon can no longer run (remote snapshots that could not be restored
    * while `allow_invalid_mounts_on_restart` is off); never resolves otherwise.
@@ -73,11 +78,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let socketDirs: string[] = [];
   const server = new grpc.Server();
   let snapshotter: Snapshotter | undefined;
+  let fileSystem: (FileSystem & { close?(): Promise<void> }) | undefined;
   try {
+    fileSystem = typeof opts.fileSystem === "function"
+      ? await opts.fileSystem(opts.root)
+      : opts.fileSystem;
     snapshotter = await Snapshotter.open({
       root: opts.root,
       log: opts.log,
-      fileSystem: opts.fileSystem,
+      fileSystem,
       allowInvalidMountsOnRestart: opts.config.snapshotter?.allow_invalid_mounts_on_restart ??
         false,
     });
@@ -87,6 +96,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   } catch (err) {
     server.forceShutdown();
     await snapshotter?.close();
+    await fileSystem?.close?.();
     await removeCreated(socketDirs);
     if (rootCreated) await fs.rm(opts.root, { recursive: true, force: true });
     throw err;
@@ -105,11 +115,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let stopping: Promise<void> | undefined;
   return {
     snapshotter: sn,
+    fileSystem,
     fatal,
     stop(): Promise<void> {
       stopping ??= (async () => {
         await shutdown(server);
         await sn.close();
+        await fileSystem?.close?.();
         await fs.rm(opts.address, { force: true });
         opts.log.info("stopped", { address: opts.address });
       })();
