@@ -6,8 +6,6 @@
  * containerd never downloads; the others fall back, per layer, to ordinary snapshots.
  */
 import assert from "node:assert/strict";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { createHash, randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
@@ -29,44 +27,7 @@ import {
 } from "./_containerd.ts";
 import { pushImage, startRegistry, type TestRegistry } from "./_registry.ts";
 import { BindLayerFs } from "./snapshotter_bindfs.ts";
-
-/** The part of the CRI v1 API a pull needs (field numbers as in k8s.io/cri-api). */
-const CRI_JSON: Record<string, unknown> = {
-  nested: {
-    runtime: {
-      nested: {
-        v1: {
-          nested: {
-            ImageService: {
-              methods: {
-                PullImage: { requestType: "PullImageRequest", responseType: "PullImageResponse" },
-              },
-            },
-            ImageSpec: { fields: { image: { type: "string", id: 1 } } },
-            PullImageRequest: { fields: { image: { type: "ImageSpec", id: 1 } } },
-            PullImageResponse: { fields: { image_ref: { type: "string", id: 1 } } },
-          },
-        },
-      },
-    },
-  },
-};
-
-function criPull(socket: string, image: string): Promise<string> {
-  // protobufjs' INamespace typing is stricter than the JSON descriptors it reads.
-  const json = CRI_JSON as Parameters<typeof protoLoader.fromJSON>[0];
-  const def = protoLoader.fromJSON(json, { keepCase: true, defaults: true });
-  const service = def["runtime.v1.ImageService"] as grpc.ServiceDefinition;
-  const Ctor = grpc.makeGenericClientConstructor(service, "ImageService");
-  const client = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure());
-  return new Promise<string>((resolve, reject) => {
-    const fn = (client as unknown as Record<string, (...a: unknown[]) => void>).PullImage!;
-    fn.call(client, { image: { image } }, (err: Error | null, res: { image_ref: string }) => {
-      if (err) reject(err);
-      else resolve(res.image_ref);
-    });
-  }).finally(() => client.close());
-}
+import { criPull } from "./_cri.ts";
 
 /** Writes a layer's entries into `dir`, as unpacking the layer would. */
 async function extract(entries: readonly TarEntry[], dir: string): Promise<void> {
