@@ -458,7 +458,8 @@ export class FuseSession {
   #abortInflight(): void {
     for (const req of [...this.#inflight.values()]) {
       req.abort();
-      if (!req.done) this.replyError(req, Errno.EINTR);
+      // EIO, not EINTR: readers such as cat retry a read that failed with EINTR.
+      if (!req.done) this.replyError(req, Errno.EIO);
     }
   }
 }
