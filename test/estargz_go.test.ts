@@ -60,6 +60,13 @@ describe("Go estargz compatibility", () => {
       const want = fs.readFileSync(path.join(FIXTURES, file.replace(/\.blob$/, ".list")), "utf8")
         .trim().split("\n");
       assert.deepEqual(await listing(blob), want);
+      if (!file.includes("prio")) {
+        // Go writes an owner name once per id; later entries inherit it, earlier ones do not.
+        assert.equal(blob.entry("etc")?.userName, "");
+        assert.equal(blob.entry("bin/tool")?.userName, "root");
+        assert.equal(blob.entry("bin/tool")?.groupName, "root");
+        assert.equal(blob.entry("bin/tool")?.entry?.userName, undefined);
+      }
       if (blob.format === "gzip") {
         const legacy = new Uint8Array(bytes.length - 4);
         legacy.set(bytes.subarray(0, bytes.length - 51));

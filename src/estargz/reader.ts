@@ -94,12 +94,20 @@ export interface EstargzNode {
   readonly linkName: string;
   readonly devMajor: number;
   readonly devMinor: number;
+  /**
+   * Owner names. Writers store a name only when it changes for that id (Go's `nameIfChanged`),
+   * so the index fills the gaps from earlier entries, as Go's reader does.
+   */
+  readonly userName: string;
+  readonly groupName: string;
   /** Number of names that reach this node (directories: 2 + subdirectories). */
   readonly numLink: number;
 }
 
 interface MutableNode extends EstargzNode {
   numLink: number;
+  userName: string;
+  groupName: string;
   chunks: Chunk[] | undefined;
   children: Map<string, MutableNode> | undefined;
 }
@@ -134,6 +142,8 @@ function nodeFromEntry(e: TocEntry, name: string, type: NodeType): MutableNode {
     linkName: e.linkName ?? "",
     devMajor: e.devMajor ?? 0,
     devMinor: e.devMinor ?? 0,
+    userName: e.userName ?? "",
+    groupName: e.groupName ?? "",
     // A directory's own "." link; its name in the parent adds the second.
     numLink: type === "dir" ? 1 : 0,
     chunks: undefined,
@@ -154,6 +164,8 @@ function impliedDir(name: string): MutableNode {
     linkName: "",
     devMajor: 0,
     devMinor: 0,
+    userName: "",
+    groupName: "",
     numLink: 2,
     chunks: undefined,
     children: undefined,
@@ -239,6 +251,8 @@ export class EstargzBlob {
     const hardlinks: [MutableNode, TocEntry][] = [];
     const all: { c: Chunk; e: TocEntry }[] = [];
     let lastReg: MutableNode | undefined;
+    const userNames = new Map<number, string>();
+    const groupNames = new Map<number, string>();
     for (const e of entries) {
       if (e.type === "chunk") {
         if (!lastReg) throw new InvalidEntryError(e.name, "chunk entry without a preceding file");
@@ -255,6 +269,10 @@ export class EstargzBlob {
         continue;
       }
       const node = nodeFromEntry(e, name, e.type);
+      if (node.userName) userNames.set(node.uid, node.userName);
+      else node.userName = userNames.get(node.uid) ?? "";
+      if (node.groupName) groupNames.set(node.gid, node.groupName);
+      else node.groupName = groupNames.get(node.gid) ?? "";
       order.push(node);
       // A name given twice: the later entry wins, as when the tar is extracted.
       this.#nodes.set(name, node);
