@@ -215,6 +215,7 @@ describe("estargz corruptions", () => {
     // The converter refuses such names too.
     const tar = buildTar([{ name: "../evil", type: "reg", data: new Uint8Array(1) }]);
     await rejectsWith(convertLayer(tar, path.join(dir, "evil"), { workers: 0 }), InvalidEntryError);
+    assert.equal(fs.existsSync(path.join(dir, "evil")), false, "no half-written blob is left");
   });
 
   it("legacy 47-byte footer opens", async () => {

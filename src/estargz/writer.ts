@@ -164,7 +164,9 @@ class BlobOutput {
   }
 
   async close(): Promise<void> {
-    await this.#fh?.close();
+    const fh = this.#fh;
+    this.#fh = undefined;
+    await fh?.close();
   }
 }
 
@@ -581,6 +583,13 @@ export async function convertLayer(
       uncompressedSize: w.uncompressedSize,
       missedPrioritizedFiles: missed,
     };
+  } catch (err) {
+    // A half-written blob at the destination would look like a layer; do not leave one.
+    if (typeof output === "string") {
+      await out.close();
+      await fsp.rm(output, { force: true });
+    }
+    throw err;
   } finally {
     pool.close();
     await out.close();
