@@ -186,12 +186,17 @@ export class FuseSession {
     this.#ready = undefined;
   }
 
-  // Device reads that block a thread each (Deno, Node): several stay outstanding so the kernel
-  // can hand out requests while we answer others; each has its own buffer.
+  // Device reads that block a thread each (Deno, Node). Each reader alternates between two
+  // buffers: the next read is issued before the request just read is decoded, so a read is
+  // waiting in the kernel nearly all the time.
   #blockingReader(): void {
-    const inBuf = slab(Math.max(MIN_READ_BUFFER, WRITE_REQUEST_OVERHEAD + MAX_WRITE) + 4096);
+    const size = Math.max(MIN_READ_BUFFER, WRITE_REQUEST_OVERHEAD + MAX_WRITE) + 4096;
+    const bufs = [slab(size), slab(size)];
+    let turn = 0;
     this.#readers++;
     const next = (): void => {
+      const inBuf = bufs[turn];
+      turn ^= 1;
       fs.read(this.fd, inBuf.buf, 0, inBuf.buf.length, null, (err, n) => {
         if (err) {
           const code = (err as NodeJS.ErrnoException).code;
@@ -202,8 +207,8 @@ export class FuseSession {
           return this.#readerDone(code === "ENODEV" ? undefined : err);
         }
         if (this.#ended) return this.#readerDone();
-        this.#dispatch(inBuf, n);
         next();
+        this.#dispatch(inBuf, n);
       });
     };
     next();
@@ -503,7 +508,7 @@ export async function mount(
   const info = await findMount(mp);
   const session = new FuseSession(fs, mp, info?.dev ?? "0:0", fd, opts);
   try {
-    await withTimeout(session.start(Math.max(1, opts.outstandingReads ?? 4)), 10_000, "FUSE INIT");
+    await withTimeout(session.start(Math.max(1, opts.outstandingReads ?? 1)), 10_000, "FUSE INIT");
   } catch (err) {
     await session.unmount();
     throw err;
