@@ -5,19 +5,54 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { ok, sh, tempDir } from "./_fuse.ts";
+import { fileBlobReader, openBlob } from "../src/estargz/mod.ts";
 import { estargzLayer, patternBytes, pushLayers } from "./_images.ts";
+import type { BuiltLayer } from "./_images.ts";
 import { inodeGroups, isMounted, listTree, makeRichTree, mountCli, tarTree } from "./_layer.ts";
-import { startRegistry } from "./_registry.ts";
-import type { TestRegistry } from "./_registry.ts";
+import { MEDIA, pushBlob, pushManifest, startFaultProxy, startRegistry } from "./_registry.ts";
+import type { FaultProxy, PushedImage, TestRegistry } from "./_registry.ts";
 
 const CHUNK = 65536;
 let tmp: string;
 let expected: string[];
 let expectedGroups: string[];
 let reg: TestRegistry | undefined;
+
+/** Pushes an image whose one layer is `data` (which need not even decompress). */
+async function pushRawLayer(
+  r: TestRegistry,
+  repo: string,
+  data: Uint8Array,
+  like: BuiltLayer,
+): Promise<{ ref: string; layers: { digest: string }[] }> {
+  const digest = await pushBlob(r, repo, data);
+  const config = new TextEncoder().encode(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      rootfs: { type: "layers", diff_ids: [like.diffID] },
+    }),
+  );
+  const configDigest = await pushBlob(r, repo, config);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MEDIA.ociManifest,
+    config: { mediaType: MEDIA.ociConfig, digest: configDigest, size: config.length },
+    layers: [{
+      mediaType: MEDIA.ociLayerGzip,
+      digest,
+      size: data.length,
+      annotations: like.annotations,
+    }],
+  });
+  await pushManifest(r, repo, "v1", MEDIA.ociManifest, manifest);
+  return { ref: `${r.host}/${repo}:v1`, layers: [{ digest }] };
+}
 
 function mp(name: string): string {
   const dir = path.join(tmp, "mnt", name);
@@ -204,6 +239,145 @@ describe("stargz mount (registry)", () => {
       assert.equal(state.fetchedSize, state.size);
     } finally {
       assert.equal((await m.stop()).code, 0);
+    }
+  });
+});
+
+describe("stargz mount (faults)", () => {
+  let image: PushedImage;
+  let layer: BuiltLayer;
+  let proxy: FaultProxy;
+  let config: string;
+  const files = Array.from({ length: 12 }, (_, i) => patternBytes(40_000 + i * 1000, 100 + i));
+
+  // The fault proxy runs in this process: reads of the mount must not block its event loop.
+  before(async () => {
+    reg ??= await startRegistry();
+    const src = path.join(tmp, "fault-src");
+    fs.mkdirSync(src);
+    files.forEach((f, i) => fs.writeFileSync(path.join(src, `f${i}`), f));
+    await tarTree(src, path.join(tmp, "fault.tar"));
+    layer = await estargzLayer(path.join(tmp, "fault.tar"), { chunkSize: 16384 });
+    image = await pushLayers(reg!, "lazy/fault", "v1", [layer]);
+    proxy = await startFaultProxy(reg!.url);
+    // Fail fast: one retry with short waits, so an unreachable registry answers EIO quickly.
+    config = path.join(tmp, "fault.toml");
+    fs.writeFileSync(
+      config,
+      "[blob]\nmax_retries = 1\nmin_wait_msec = 10\nmax_wait_msec = 50\nfetching_timeout_sec = 5\n" +
+        '[cache]\nmax_size = "64KiB"\nmemory_size = "32KiB"\n',
+    );
+  });
+  after(async () => {
+    await proxy?.stop();
+  });
+
+  const viaProxy = () => image.ref.replace(reg!.host, proxy.host);
+  const sum = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+  it("answers EIO while the registry is down, reports it, and recovers when it is back", async () => {
+    const dir = mp("fault-down");
+    const m = await mountCli([
+      "--config",
+      config,
+      "--no-background-fetch",
+      "--no-prefetch",
+      viaProxy(),
+      "--layer",
+      image.layers[0].digest,
+    ], dir);
+    try {
+      assert.equal((await fsp.readFile(path.join(dir, "f0"))).length, files[0].length);
+      proxy.rule = () => ({ kind: "status", status: 503 });
+      const failed = await sh(["cat", path.join(dir, "f1")]);
+      assert.notEqual(failed.code, 0);
+      assert.match(failed.stderr, /Input\/output error/);
+      const state = JSON.parse(
+        fs.readFileSync(
+          path.join(dir, ".stargz-snapshotter", `${image.layers[0].digest}.json`),
+          "utf8",
+        ),
+      );
+      assert.match(state.error, /503|registry|f1/);
+      proxy.rule = () => ({ kind: "pass" });
+      assert.equal(
+        sum(await fsp.readFile(path.join(dir, "f1"))),
+        sum(files[1]),
+        "a later read retries and succeeds",
+      );
+    } finally {
+      proxy.rule = () => ({ kind: "pass" });
+      await m.stop();
+    }
+  });
+
+  it("never serves the bytes of a chunk corrupted in the registry", async () => {
+    const blob = Buffer.from(layer.data);
+    const tmpBlob = path.join(tmp, "fault.blob");
+    fs.writeFileSync(tmpBlob, blob);
+    const br = await fileBlobReader(tmpBlob);
+    const chunk = (await openBlob(br)).chunkAt("f3", 20_000)!;
+    await br.close();
+    blob[Math.floor((chunk.compressedOffset + chunk.compressedEnd) / 2)] ^= 0x55;
+    const bad = await pushRawLayer(reg!, "lazy/corrupt", new Uint8Array(blob), layer);
+    const dir = mp("fault-corrupt");
+    const m = await mountCli([
+      "--config",
+      config,
+      "--no-background-fetch",
+      "--no-prefetch",
+      "--toc-digest",
+      layer.annotations!["containerd.io/snapshot/stargz/toc.digest"],
+      bad.ref,
+      "--layer",
+      bad.layers[0].digest,
+    ], dir);
+    try {
+      const r = await sh([
+        "dd",
+        `if=${path.join(dir, "f3")}`,
+        "of=/dev/null",
+        "bs=4096",
+        "skip=4",
+        "count=2",
+      ]);
+      assert.notEqual(r.code, 0, "the corrupted chunk is refused");
+      assert.match(r.stderr, /Input\/output error/);
+      assert.equal(
+        sum(await fsp.readFile(path.join(dir, "f4"))),
+        sum(files[4]),
+        "other files still serve",
+      );
+    } finally {
+      await m.stop();
+    }
+  });
+
+  it("serves every file correctly with a cache bound far smaller than the layer", async () => {
+    const dir = mp("fault-small-cache");
+    const cacheDir = path.join(tmp, "small-cache");
+    const m = await mountCli([
+      "--config",
+      config,
+      "--cache-dir",
+      cacheDir,
+      viaProxy(),
+      "--layer",
+      image.layers[0].digest,
+    ], dir);
+    try {
+      for (let round = 0; round < 2; round++) {
+        for (const [i, f] of files.entries()) {
+          assert.equal(sum(await fsp.readFile(path.join(dir, `f${i}`))), sum(f), `f${i}`);
+        }
+      }
+      const sizes = (await ok(["find", cacheDir, "-type", "f", "-printf", "%s\n"])).trim().split(
+        "\n",
+      );
+      const used = sizes.reduce((a, b) => a + Number(b), 0);
+      assert.ok(used <= 64 * 1024, `cache holds ${used} bytes in ${sizes.length} files`);
+    } finally {
+      await m.stop();
     }
   });
 });
