@@ -11,7 +11,7 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { ok, sh, tempDir } from "./_fuse.ts";
 import { fileBlobReader, openBlob } from "../src/estargz/mod.ts";
-import { estargzLayer, patternBytes, pushLayers } from "./_images.ts";
+import { estargzLayer, makeBusyboxRoot, patternBytes, pushLayers } from "./_images.ts";
 import type { BuiltLayer } from "./_images.ts";
 import { inodeGroups, isMounted, listTree, makeRichTree, mountCli, tarTree } from "./_layer.ts";
 import { MEDIA, pushBlob, pushManifest, startFaultProxy, startRegistry } from "./_registry.ts";
@@ -207,6 +207,40 @@ describe("stargz mount (local blob)", () => {
 describe("stargz mount (registry)", () => {
   before(async () => {
     reg = await startRegistry();
+  });
+
+  it("serves the rich tree and a busybox rootfs from the registry as GNU tar extracts them", async () => {
+    const bb = path.join(tmp, "bb-root");
+    makeBusyboxRoot(bb);
+    await tarTree(bb, path.join(tmp, "bb.tar"));
+    const bbRef = path.join(tmp, "bb-extracted");
+    fs.mkdirSync(bbRef);
+    await ok([
+      "tar",
+      "--numeric-owner",
+      "--same-owner",
+      "-xpf",
+      path.join(tmp, "bb.tar"),
+      "-C",
+      bbRef,
+    ]);
+    for (
+      const [name, tar, want] of [["rich", "rich.tar", expected], [
+        "busybox",
+        "bb.tar",
+        await listTree(bbRef),
+      ]] as const
+    ) {
+      const layer = await estargzLayer(path.join(tmp, tar), { chunkSize: CHUNK });
+      const image = await pushLayers(reg!, `tree/${name}`, "v1", [layer]);
+      const dir = mp(`reg-${name}`);
+      const m = await mountCli([image.ref, "--layer", image.layers[0].digest], dir);
+      try {
+        assert.deepEqual(await listTree(dir, { skip: /^\.stargz-snapshotter/ }), want, name);
+      } finally {
+        assert.equal((await m.stop()).code, 0);
+      }
+    }
   });
 
   it("mounts a layer from the registry and fetches it completely in the background", async () => {
