@@ -155,7 +155,10 @@ export const mountCommand: Command = {
         log,
       });
       if (!bool(flags, "no-prefetch") && !config.noprefetch) {
-        layer.startPrefetch(layer.prefetchSize(config.prefetch_size));
+        layer.startPrefetch(
+          layer.prefetchSize(config.prefetch_size),
+          config.blob.prefetch_chunk_size,
+        );
       }
       if (!bool(flags, "no-background-fetch")) layer.startBackgroundFetch();
       log.info("mounted", { source, mountpoint, layer: digest, tocDigest: layer.blob.tocDigest });

@@ -92,11 +92,16 @@ export const serveCommand: Command = {
     let admin: AdminServer | undefined;
     if (config.admin.address) {
       const layers = daemon.fileSystem as LayerFileSystem;
-      admin = await startAdmin(config.admin.address, {
-        layers: () => layers.mounted(),
-        cache: () => ({ ...layers.cache.stats() }),
-        snapshots: () => daemon.snapshotter.list(),
-      }, log);
+      admin = await startAdmin(
+        config.admin.address,
+        {
+          layers: () => layers.mounted(),
+          cache: () => ({ ...layers.cache.stats() }),
+          snapshots: () => daemon.snapshotter.list(),
+        },
+        log,
+        { metrics: !config.no_prometheus },
+      );
     }
     const outcome = await Promise.race([stopped, daemon.fatal]).catch((err: Error) => err);
     await admin?.close();

@@ -123,12 +123,19 @@ export class Layer {
     return Math.min(Math.max(0, defaultSize), this.reader.dataSize);
   }
 
-  /** Starts prefetching the first `size` bytes of the blob into the cache. */
-  startPrefetch(size: number): Promise<void> {
+  /**
+   * Starts prefetching the first `size` bytes of the blob into the cache, in requests of at most
+   * `maxRequest` bytes (0: up to 16 MiB each).
+   */
+  startPrefetch(size: number, maxRequest = 0): Promise<void> {
     if (size <= 0) return this.#prefetch;
     this.#prefetch = (async () => {
       const t0 = Date.now();
-      const bytes = await this.reader.fetchBlobRange(0, size, 16 << 20);
+      const bytes = await this.reader.fetchBlobRange(
+        0,
+        size,
+        maxRequest > 0 ? maxRequest : 16 << 20,
+      );
       this.log.debug("prefetched", { bytes, ms: Date.now() - t0 });
     })().catch((err) => this.reportError(err));
     return this.#prefetch;

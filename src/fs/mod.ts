@@ -45,6 +45,8 @@ export interface LayerFileSystemOptions {
 
 interface Mounted {
   layer: Layer;
+  /** Whether `check` waits for this layer's prefetch (`prefetch_async_size`). */
+  waitPrefetch: boolean;
   blob: RemoteBlob;
   mount: LayerMount;
   labels: Record<string, string>;
@@ -166,7 +168,22 @@ export class LayerFileSystem {
       layer.close();
       throw err;
     }
-    this.#mounts.set(mountpoint, { layer, blob, mount, labels, lastCheck: Date.now() });
+    let prefetch = 0;
+    if (!c.noprefetch) {
+      const label = Number(labels[PREFETCH_SIZE_LABEL]);
+      prefetch = layer.prefetchSize(Number.isFinite(label) && label > 0 ? label : c.prefetch_size);
+      layer.startPrefetch(prefetch, c.blob.prefetch_chunk_size);
+    }
+    // Upstream: a prefetch larger than prefetch_async_size runs without holding up the mount.
+    const waitPrefetch = c.prefetch_async_size === 0 || prefetch <= c.prefetch_async_size;
+    this.#mounts.set(mountpoint, {
+      layer,
+      blob,
+      mount,
+      labels,
+      waitPrefetch,
+      lastCheck: Date.now(),
+    });
     mount.closed.then(() => {
       if (this.#mounts.get(mountpoint)?.mount === mount) {
         log.warn("layer mount ended from outside", { mountpoint });
@@ -198,7 +215,7 @@ export class LayerFileSystem {
     const m = this.#mounts.get(mountpoint);
     if (!m) throw new LayerMountError(`no layer is mounted at ${mountpoint}`);
     const c = this.opts.config;
-    await m.layer.waitPrefetch(c.prefetch_timeout_sec * 1000);
+    if (m.waitPrefetch) await m.layer.waitPrefetch(c.prefetch_timeout_sec * 1000);
     if (m.layer.complete) return;
     if (!c.blob.check_always && Date.now() - m.lastCheck < c.blob.valid_interval * 1000) return;
     try {

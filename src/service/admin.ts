@@ -7,7 +7,7 @@
  *   GET /v1/layers          mounted layers with their state file content
  *   GET /v1/cache           chunk cache counters
  *   GET /v1/snapshots       snapshots with kind, parent and labels
- *   GET /metrics            the same numbers in Prometheus text format
+ *   GET /metrics            the same numbers in Prometheus text format (off with `no_prometheus`)
  */
 import { Hono } from "hono";
 import * as fs from "node:fs/promises";
@@ -36,12 +36,13 @@ export interface AdminSources {
 }
 
 /** The hono application (exported for tests that call `app.request`). */
-export function adminApp(src: AdminSources): Hono {
+export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.text("ok\n"));
   app.get("/v1/layers", (c) => c.json(src.layers()));
   app.get("/v1/cache", (c) => c.json(src.cache()));
   app.get("/v1/snapshots", async (c) => c.json(await src.snapshots()));
+  if (opts.metrics === false) return app;
   app.get("/metrics", (c) => {
     const lines: string[] = [];
     const metric = (name: string, help: string, type: string, samples: [string, number][]) => {
@@ -94,8 +95,9 @@ export async function startAdmin(
   address: string,
   src: AdminSources,
   log: Logger,
+  opts: { metrics?: boolean } = {},
 ): Promise<AdminServer> {
-  const app = adminApp(src);
+  const app = adminApp(src, opts);
   const server = http.createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? "/", "http://admin");
