@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { convertLayer } from "../src/estargz/mod.ts";
 import type { ConvertOptions } from "../src/estargz/mod.ts";
-import { MEDIA, pushImage } from "./_registry.ts";
+import { MEDIA, pushImage, testBytes } from "./_registry.ts";
 import type { PushedImage, TestLayer, TestRegistry } from "./_registry.ts";
 
 /** Applets linked into the busybox test rootfs. */
@@ -28,18 +28,8 @@ const APPLETS = [
   "true",
 ];
 
-/** Deterministic pseudo-random bytes. */
-export function patternBytes(size: number, seed: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** Deterministic pseudo-random bytes (the registry harness' generator). */
+export const patternBytes: (size: number, seed: number) => Uint8Array = testBytes;
 
 /** A minimal busybox root filesystem in `dir` (needs Debian's busybox-static). */
 export function makeBusyboxRoot(dir: string): void {

@@ -3,6 +3,7 @@
  * and non-ASCII names, big ids, xattrs and sub-second mtimes) and the layer the round trips use.
  */
 import { createHash } from "node:crypto";
+import { testBytes } from "./_registry.ts";
 
 /** One entry the builder writes. */
 export interface TarSpec {
@@ -125,18 +126,8 @@ export function buildTar(specs: readonly TarSpec[]): Uint8Array {
   return out;
 }
 
-/** Deterministic pseudo-random bytes. */
-export function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** Deterministic pseudo-random bytes (the registry harness' generator). */
+export const randomBytes: (n: number, seed: number) => Uint8Array = testBytes;
 
 /** sha256 in the `sha256:…` form. */
 export function sha256(b: Uint8Array): string {
