@@ -22,6 +22,7 @@ export {
   type BlobReader,
   type Chunk,
   decodeChunk,
+  decodeChunkAsync,
   EstargzBlob,
   type EstargzNode,
   fileBlobReader,

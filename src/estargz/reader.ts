@@ -442,6 +442,11 @@ export class EstargzBlob {
     return decodeChunk(this.format, chunk, compressed);
   }
 
+  /** {@link decodeChunk} off the event loop (see {@link decodeChunkAsync}). */
+  decodeChunkAsync(chunk: Chunk, compressed: Uint8Array): Promise<Uint8Array> {
+    return decodeChunkAsync(this.format, chunk, compressed);
+  }
+
   /** Fetches, decompresses and verifies one chunk. */
   async readChunk(chunk: Chunk): Promise<Uint8Array> {
     const bytes = await this.reader.read(
@@ -486,22 +491,55 @@ function cleanEntryNameFor(entryName: string, link: string): string {
  * verifies it against `chunkDigest`. Pure: safe to call on bytes fetched in a batch.
  */
 export function decodeChunk(format: BlobFormat, chunk: Chunk, compressed: Uint8Array): Uint8Array {
-  const want = chunk.innerOffset + chunk.chunkSize;
   let out: Uint8Array;
-  // Bytes fetched from a registry are not trusted until their digest is checked: cap what an
-  // extent may inflate to. Beyond the chunk a member holds only tar headers of the entries that
-  // follow (our writer starts a new member after chunkSize of them).
-  const maxOutputLength = want + MAX_TRAILING_HEADERS;
   try {
     out = format === "zstd"
-      ? zlib.zstdDecompressSync(compressed, { maxOutputLength })
-      : zlib.gunzipSync(compressed, {
-        finishFlush: zlib.constants.Z_SYNC_FLUSH,
-        maxOutputLength,
-      });
+      ? zlib.zstdDecompressSync(compressed, inflateOptions(chunk, format))
+      : zlib.gunzipSync(compressed, inflateOptions(chunk, format));
   } catch (err) {
     throw new ChunkDecodeError(chunk.path, chunk.chunkOffset, (err as Error).message);
   }
+  return checkChunk(chunk, out);
+}
+
+/**
+ * {@link decodeChunk} with the decompression on the runtime's thread pool, so that a server
+ * decoding large chunks keeps answering other requests (and uses every core).
+ */
+export function decodeChunkAsync(
+  format: BlobFormat,
+  chunk: Chunk,
+  compressed: Uint8Array,
+): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | null, out: Uint8Array) => {
+      if (err) reject(new ChunkDecodeError(chunk.path, chunk.chunkOffset, err.message));
+      else {
+        try {
+          resolve(checkChunk(chunk, out));
+        } catch (checkErr) {
+          reject(checkErr);
+        }
+      }
+    };
+    if (format === "zstd") zlib.zstdDecompress(compressed, inflateOptions(chunk, format), done);
+    else zlib.gunzip(compressed, inflateOptions(chunk, format), done);
+  });
+}
+
+function inflateOptions(chunk: Chunk, format: BlobFormat): zlib.ZlibOptions & zlib.ZstdOptions {
+  // Bytes fetched from a registry are not trusted until their digest is checked: cap what an
+  // extent may inflate to. Beyond the chunk a member holds only tar headers of the entries that
+  // follow (our writer starts a new member after chunkSize of them).
+  const maxOutputLength = chunk.innerOffset + chunk.chunkSize + MAX_TRAILING_HEADERS;
+  return format === "zstd"
+    ? { maxOutputLength }
+    : { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength };
+}
+
+/** The chunk's bytes out of its decompressed member, verified against `chunkDigest`. */
+function checkChunk(chunk: Chunk, out: Uint8Array): Uint8Array {
+  const want = chunk.innerOffset + chunk.chunkSize;
   if (out.length < want) {
     throw new ChunkDecodeError(
       chunk.path,

@@ -158,7 +158,7 @@ export class LayerReader {
     for (const c of ext.chunks) {
       const key = this.keyOf(c);
       if (c !== want && this.cache.has(key)) continue;
-      const data = this.blob.decodeChunk(c, bytes);
+      const data = await this.blob.decodeChunkAsync(c, bytes);
       await this.cache.put(key, data);
       if (c === want) result = data;
     }
