@@ -1,0 +1,516 @@
+/**
+ * End to end with containerd: time from "pull" to the container's first output line for a
+ * Debian bookworm rootfs with python3 (`debootstrap --variant=minbase --include=python3`, one
+ * layer) running `python3 -c 'print(1)'`.
+ *
+ * - ours (lazy): the eStargz image (our converter), CRI `PullImage` through a containerd 1.6
+ *   whose CRI snapshotter is our daemon, then `ctr run --snapshotter stargz`;
+ * - overlayfs (full): the plain gzip image of the same tar, CRI `PullImage` through a containerd
+ *   whose CRI snapshotter is `overlayfs`, then `ctr run --snapshotter overlayfs`.
+ *
+ * Every run is cold: a fresh containerd root and, for ours, a fresh daemon root (no content, no
+ * snapshots, no chunk cache), started before the clock starts. Both run on loopback and through
+ * a shaped link (`_link.ts`: veth + tbf for the rate, a delaying forwarder for the RTT).
+ *
+ * `npm run bench -- e2e [--runs N] [--rate MBIT] [--rtt MS]`
+ */
+import { execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import * as fs from "node:fs/promises";
+import * as http from "node:http";
+import * as os from "node:os";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { runtimeVersion } from "../src/runtime/mod.ts";
+import {
+  cleanupDir,
+  containerdConfig,
+  mountsUnder,
+  startStargz,
+  waitUntil,
+} from "../test/_containerd.ts";
+import type { StargzProcess } from "../test/_containerd.ts";
+import { criPull } from "../test/_cri.ts";
+import { estargzLayer, plainLayer, tarDir } from "../test/_images.ts";
+import type { BuiltLayer } from "../test/_images.ts";
+import { pushImage, startRegistry } from "../test/_registry.ts";
+import type { PushedImage, TestRegistry } from "../test/_registry.ts";
+import { startShapedRegistry } from "./_link.ts";
+import type { ShapedRegistry } from "./_link.ts";
+import { median, printResult, printTable } from "./_result.ts";
+
+const run = promisify(execFile);
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const RUNS = flag("runs", 3);
+const RATE_MBIT = flag("rate", 100);
+const RTT_MS = flag("rtt", 20);
+const SUITE = "bookworm";
+const COMMAND = ["python3", "-c", "print(1)"];
+/** Built blobs are kept here between invocations (debootstrap and conversion take a minute). */
+const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v1`);
+const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type Mode = "lazy" | "full";
+
+/** Everything the benchmark created that must go, even when it is interrupted. */
+const cleanups: (() => Promise<void>)[] = [];
+async function cleanupAll(): Promise<void> {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    console.error(`${sig}: cleaning up`);
+    cleanupAll().finally(() => process.exit(130));
+  });
+}
+
+/** The Debian mirror this machine's apt uses (deb822 `URIs:` or a one-line `deb` entry). */
+async function debianMirror(): Promise<string> {
+  const files = ["/etc/apt/sources.list"];
+  for (const f of await fs.readdir("/etc/apt/sources.list.d").catch(() => [])) {
+    if (f.endsWith(".sources") || f.endsWith(".list")) files.push(`/etc/apt/sources.list.d/${f}`);
+  }
+  for (const f of files) {
+    const text = await fs.readFile(f, "utf8").catch(() => "");
+    for (const stanza of text.split(/\n\s*\n/)) {
+      const uri = /^URIs:\s*(\S+)/m.exec(stanza)?.[1];
+      if (uri && new RegExp(`^Suites:.*\\b${SUITE}\\b(?!-)`, "m").test(stanza)) return uri;
+      const line = new RegExp(`^deb\\s+(?:\\[[^\\]]*\\]\\s+)?(\\S+)\\s+${SUITE}\\s`, "m")
+        .exec(stanza)?.[1];
+      if (line) return line;
+    }
+  }
+  throw new Error(`no ${SUITE} mirror in this machine's apt sources`);
+}
+
+/** What the image is made of. */
+interface ImageBlobs {
+  esgz: BuiltLayer;
+  plain: BuiltLayer;
+  tarBytes: number;
+  entries: number;
+}
+
+async function loadLayer(dir: string, name: string): Promise<BuiltLayer> {
+  const meta = JSON.parse(await fs.readFile(path.join(dir, `${name}.json`), "utf8"));
+  return { ...meta, data: new Uint8Array(await fs.readFile(path.join(dir, `${name}.blob`))) };
+}
+
+async function saveLayer(dir: string, name: string, layer: BuiltLayer): Promise<void> {
+  const { data, ...meta } = layer;
+  await fs.writeFile(path.join(dir, `${name}.blob`), data);
+  await fs.writeFile(path.join(dir, `${name}.json`), JSON.stringify(meta));
+}
+
+/** debootstrap minbase + python3, one layer tar, converted to eStargz and to plain gzip. */
+async function buildImage(): Promise<ImageBlobs> {
+  const done = path.join(CACHE, "image.json");
+  const cached = await fs.readFile(done, "utf8").catch(() => undefined);
+  if (cached) {
+    const info = JSON.parse(cached);
+    console.log(`image: cached in ${CACHE}`);
+    return {
+      ...info,
+      esgz: await loadLayer(CACHE, "esgz"),
+      plain: await loadLayer(CACHE, "plain"),
+    };
+  }
+  await fs.rm(CACHE, { recursive: true, force: true });
+  await fs.mkdir(CACHE, { recursive: true });
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-e2e-build-"));
+  cleanups.push(() => fs.rm(work, { recursive: true, force: true }));
+  try {
+    const debootstrap = await run("which", ["debootstrap"]).catch(() => undefined);
+    if (!debootstrap) {
+      console.log("installing debootstrap (apt-get)");
+      await run("apt-get", ["install", "-y", "-q", "debootstrap"], {
+        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+      });
+    }
+    const mirror = await debianMirror();
+    const root = path.join(work, "root");
+    let t = performance.now();
+    console.log(`image: debootstrap --variant=minbase --include=python3 ${SUITE} (${mirror})`);
+    await run(
+      "debootstrap",
+      ["--variant=minbase", "--include=python3", SUITE, root, mirror],
+      { maxBuffer: 64 << 20 },
+    );
+    // What a container image leaves out: device nodes (the runtime makes /dev) and apt's caches.
+    for (const d of ["dev", "var/cache/apt", "var/lib/apt/lists"]) {
+      for (const e of await fs.readdir(path.join(root, d))) {
+        await fs.rm(path.join(root, d, e), { recursive: true, force: true });
+      }
+    }
+    const { stdout: version } = await run("chroot", [root, "python3", "--version"]);
+    console.log(`image: ${version.trim()} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const tar = path.join(work, "rootfs.tar");
+    tarDir(root, tar);
+    const { stdout: list } = await run("tar", ["-tf", tar], { maxBuffer: 256 << 20 });
+    const entries = list.trim().split("\n").length;
+    const tarBytes = (await fs.stat(tar)).size;
+    t = performance.now();
+    const esgz = await estargzLayer(tar);
+    const tConvert = (performance.now() - t) / 1000;
+    const plain = plainLayer(tar);
+    console.log(`image: converted to eStargz in ${tConvert.toFixed(1)} s`);
+    await saveLayer(CACHE, "esgz", esgz);
+    await saveLayer(CACHE, "plain", plain);
+    await fs.writeFile(done, JSON.stringify({ tarBytes, entries }));
+    return { esgz, plain, tarBytes, entries };
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+function pushPython(reg: TestRegistry, tag: string, layer: BuiltLayer): Promise<PushedImage> {
+  return pushImage(reg, "bench/python", tag, {
+    layers: [{ data: layer.data, mediaType: layer.mediaType, annotations: layer.annotations }],
+    config: {
+      architecture: "amd64",
+      os: "linux",
+      config: { Env: [PATH_ENV], Cmd: ["python3"], WorkingDir: "/" },
+      rootfs: { type: "layers", diff_ids: [layer.diffID] },
+    },
+  });
+}
+
+/** A private containerd whose CRI pulls with `snapshotter`. */
+interface Ctd {
+  readonly address: string;
+  ctr(args: string[], timeoutMs?: number): Promise<string>;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+async function shimPids(address: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const argv = (await fs.readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")).split("\0");
+    if (argv[0]?.includes("containerd-shim") && argv.includes(address)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/**
+ * The test suites' containerd configuration; for the baseline the CRI snapshotter is overlayfs
+ * and the proxy plugin is left out, so the two set-ups differ in nothing else.
+ */
+async function startCtd(dir: string, mode: Mode, stargzSocket?: string): Promise<Ctd> {
+  const ctdDir = path.join(dir, "ctd");
+  await fs.mkdir(path.join(ctdDir, "cni/bin"), { recursive: true });
+  await fs.mkdir(path.join(ctdDir, "cni/conf"), { recursive: true });
+  let config = containerdConfig(ctdDir, stargzSocket ?? "");
+  if (mode === "full") {
+    const before = config;
+    config = config.replace(/\[proxy_plugins\]\n(?: {2}.*\n)+/, "")
+      .replace('snapshotter = "stargz"', 'snapshotter = "overlayfs"');
+    if (config === before || config.includes("stargz")) {
+      throw new Error("could not derive the overlayfs configuration");
+    }
+  }
+  const configPath = path.join(ctdDir, "config.toml");
+  await fs.writeFile(configPath, config);
+  const address = path.join(ctdDir, "containerd.sock");
+  const child = spawn("containerd", ["--config", configPath], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  child.stderr!.on("data", (d) => (log = (log + d).slice(-(1 << 18))));
+  const ctr = async (args: string[], timeoutMs = 60_000): Promise<string> => {
+    const r = await run("ctr", ["--address", address, "-n", "k8s.io", ...args], {
+      timeout: timeoutMs,
+    });
+    return r.stdout;
+  };
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    for (const pid of await shimPids(address)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
+    for (const m of await mountsUnder(ctdDir)) await run("umount", ["-l", m]).catch(() => {});
+  };
+  try {
+    await waitUntil(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`containerd exited: ${log.slice(-3000)}`);
+        return await ctr(["version"], 5000).then(() => true, () => false);
+      },
+      30_000,
+      "containerd",
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { address, ctr, logs: () => log, stop };
+}
+
+/** `ctr run --rm` of the command; resolves when its first stdout line arrives, and at exit. */
+function ctrRun(ctd: Ctd, mode: Mode, ref: string): {
+  firstLine: Promise<{ at: number; line: string }>;
+  exited: Promise<void>;
+} {
+  const snapshotter = mode === "lazy" ? "stargz" : "overlayfs";
+  const id = `e2e-${randomUUID().slice(0, 8)}`;
+  const child = spawn("ctr", [
+    "--address",
+    ctd.address,
+    "-n",
+    "k8s.io",
+    "run",
+    "--rm",
+    "--snapshotter",
+    snapshotter,
+    ref,
+    id,
+    ...COMMAND,
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  let resolveFirst!: (v: { at: number; line: string }) => void;
+  let rejectFirst!: (e: Error) => void;
+  const firstLine = new Promise<{ at: number; line: string }>((res, rej) => {
+    resolveFirst = res;
+    rejectFirst = rej;
+  });
+  child.stdout!.on("data", (d: Buffer) => {
+    const at = performance.now();
+    const had = out.includes("\n");
+    out += d.toString();
+    if (!had && out.includes("\n")) resolveFirst({ at, line: out.slice(0, out.indexOf("\n")) });
+  });
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      const e = new Error(`ctr run exited ${code}: ${err}${out}`);
+      rejectFirst(e);
+      if (code === 0) resolve();
+      else reject(e);
+    });
+  });
+  return { firstLine, exited };
+}
+
+function adminLayers(socketPath: string): Promise<{ state?: { fetchedSize?: number } }[]> {
+  return new Promise((resolve, reject) => {
+    http.get({ socketPath, path: "/v1/layers" }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => {
+        try {
+          resolve(JSON.parse(body));
+        } catch (e) {
+          reject(e);
+        }
+      });
+    }).on("error", reject);
+  });
+}
+
+/** One cold run. */
+interface Sample {
+  pullS: number;
+  firstLineS: number;
+  /** Bytes our daemon had fetched from the registry when the line arrived (lazy only). */
+  fetchedMB?: number;
+}
+
+async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
+  // Short: containerd's socket paths live below it (unix socket paths are limited to 107 bytes).
+  const dir = await fs.mkdtemp("/tmp/sgze2e-");
+  let daemon: StargzProcess | undefined;
+  let ctd: Ctd | undefined;
+  const cleanup = async () => {
+    await ctd?.stop();
+    await daemon?.stop();
+    await cleanupDir(dir);
+  };
+  cleanups.push(cleanup);
+  try {
+    const admin = path.join(dir, "admin.sock");
+    if (mode === "lazy") {
+      const config = path.join(dir, "config.toml");
+      await fs.writeFile(config, `[admin]\naddress = "${admin}"\n`);
+      daemon = await startStargz({ dir, args: ["--config", config] });
+    }
+    ctd = await startCtd(dir, mode, daemon?.address);
+
+    const t0 = performance.now();
+    await criPull(ctd.address, image.ref);
+    const tPull = performance.now();
+    const { firstLine, exited } = ctrRun(ctd, mode, image.ref);
+    const first = await firstLine;
+    const fetched = mode === "lazy"
+      ? (await adminLayers(admin)).reduce((s, l) => s + (l.state?.fetchedSize ?? 0), 0)
+      : undefined;
+    await exited;
+    if (first.line !== "1") throw new Error(`unexpected first line ${JSON.stringify(first.line)}`);
+
+    // The comparison only means something if ours really was lazy and theirs really was full.
+    const content = await ctd.ctr(["content", "ls", "-q"]);
+    const layer = image.layers[0].digest;
+    if (mode === "lazy") {
+      const decisions = daemon!.logs().split("\n").filter((l) =>
+        l.includes("remote-snapshot-prepared")
+      ).map((l) => JSON.parse(l)["remote-snapshot-prepared"]);
+      if (decisions.length === 0 || decisions.some((d) => String(d) !== "true")) {
+        throw new Error(`layer not mounted lazily: ${JSON.stringify(decisions)}`);
+      }
+      if (content.includes(layer)) throw new Error("containerd downloaded the eStargz layer");
+    } else if (!content.includes(layer)) {
+      throw new Error("containerd does not hold the plain layer after a full pull");
+    }
+    return {
+      pullS: (tPull - t0) / 1000,
+      firstLineS: (first.at - t0) / 1000,
+      fetchedMB: fetched === undefined ? undefined : fetched / 1e6,
+    };
+  } finally {
+    cleanups.splice(cleanups.indexOf(cleanup), 1);
+    await cleanup();
+  }
+}
+
+/** curl's view of a URL fetched twice on one connection: connect, first bytes, body MB/s. */
+async function curlTiming(url: string, range?: string) {
+  const { stdout } = await run("curl", [
+    "-s",
+    "-w",
+    "%{http_code} %{time_connect} %{time_pretransfer} %{time_starttransfer} %{size_download} %{time_total}\\n",
+    ...(range ? ["-r", range] : []),
+    "-o",
+    "/dev/null",
+    url,
+    "-o",
+    "/dev/null",
+    url,
+  ]);
+  const [first, second] = stdout.trim().split("\n").map((l) => l.split(" ").map(Number));
+  for (const [code] of [first, second]) {
+    if (code !== 200 && code !== 206) throw new Error(`curl ${url}: HTTP ${code}`);
+  }
+  const [, connect, , ttfb, size, total] = first;
+  const [, , pretransfer2, ttfb2] = second;
+  return {
+    connectMs: connect * 1000,
+    ttfbMs: ttfb * 1000,
+    reusedTtfbMs: (ttfb2 - pretransfer2) * 1000,
+    mbps: size / 1e6 / (total - ttfb),
+  };
+}
+
+const image = await buildImage();
+const reg = await startRegistry();
+cleanups.push(() => reg.stop());
+let link: ShapedRegistry | undefined;
+try {
+  const esgz = await pushPython(reg, "esgz", image.esgz);
+  const plain = await pushPython(reg, "plain", image.plain);
+  link = await startShapedRegistry({
+    storage: path.join(reg.dir, "storage"),
+    rateMbit: RATE_MBIT,
+    rttMs: RTT_MS,
+  });
+  cleanups.push(() => link!.stop());
+
+  console.log(
+    `e2e: containerd ${
+      (await run("containerd", ["--version"])).stdout.split(" ")[2]
+    }, ${runtimeVersion()}, ${os.cpus().length} cpus, ${RUNS} cold runs each (median)`,
+  );
+  console.log(
+    `image: debootstrap ${SUITE} minbase + python3, 1 layer: tar ${
+      (image.tarBytes / 1e6).toFixed(1)
+    } MB, ${image.entries} entries; eStargz ${(image.esgz.data.length / 1e6).toFixed(1)} MB, ` +
+      `gzip ${(image.plain.data.length / 1e6).toFixed(1)} MB; command: ${COMMAND.join(" ")}`,
+  );
+  console.log(`shaped link: ${link.description}`);
+  const blobPath = `/v2/bench/python/blobs/${plain.layers[0].digest}`;
+  const linkRows = [];
+  for (
+    const [name, base] of [
+      ["loopback registry", reg.url],
+      ["veth, rate only (no forwarder)", link.directUrl],
+      ["shaped (forwarder + veth)", `http://${link.host}`],
+    ] as const
+  ) {
+    const small = await curlTiming(`${base}/v2/`);
+    const big = await curlTiming(`${base}${blobPath}`, `0-${(16 << 20) - 1}`);
+    linkRows.push([name, small.connectMs, small.ttfbMs, big.mbps]);
+  }
+  printTable(
+    ["link check (curl)", "connect ms", "GET /v2/ first byte ms", "16 MiB MB/s"],
+    linkRows,
+  );
+  console.log();
+
+  const ref = (img: PushedImage, host: string): PushedImage => ({
+    ...img,
+    ref: img.ref.replace(reg.host, host),
+  });
+  const results: Record<string, Record<Mode, Sample[]>> = {};
+  for (const [name, host] of [["loopback", reg.host], ["shaped", link.host]] as const) {
+    results[name] = { lazy: [], full: [] };
+    for (let i = 0; i < RUNS; i++) {
+      for (const mode of ["lazy", "full"] as const) {
+        const s = await coldRun(mode, ref(mode === "lazy" ? esgz : plain, host));
+        results[name][mode].push(s);
+        console.log(
+          `${name} run ${i + 1} ${mode}: pull ${s.pullS.toFixed(3)} s, first line ${
+            s.firstLineS.toFixed(3)
+          } s${s.fetchedMB === undefined ? "" : `, fetched ${s.fetchedMB.toFixed(1)} MB`}`,
+        );
+      }
+    }
+  }
+  console.log();
+  const rows = [];
+  const summary: Record<string, number> = {};
+  for (const [name, r] of Object.entries(results)) {
+    const lazy = median(r.lazy.map((s) => s.firstLineS));
+    const full = median(r.full.map((s) => s.firstLineS));
+    for (const mode of ["lazy", "full"] as const) {
+      const samples = r[mode];
+      rows.push([
+        name,
+        mode === "lazy" ? "stargz (lazy, eStargz)" : "overlayfs (full, gzip)",
+        median(samples.map((s) => s.pullS)),
+        median(samples.map((s) => s.firstLineS)),
+        samples.map((s) => s.firstLineS.toFixed(2)).join(" / "),
+        mode === "lazy" ? median(samples.map((s) => s.fetchedMB ?? 0)) : "-",
+        mode === "lazy" ? lazy / full : "",
+      ]);
+    }
+    summary[`${name}_lazy_s`] = lazy;
+    summary[`${name}_full_s`] = full;
+    summary[`${name}_ratio`] = lazy / full;
+  }
+  printTable([
+    "link",
+    "snapshotter",
+    "pull s",
+    "first line s",
+    "runs (s)",
+    "fetched MB",
+    "ratio",
+  ], rows);
+  printResult("e2e", summary);
+} finally {
+  await cleanupAll();
+}
