@@ -42,6 +42,7 @@ export class Layer {
   #error: string | undefined;
   readonly #abort = new AbortController();
   #prefetch: Promise<void> = Promise.resolve();
+  #prefetchStarted = false;
   #background: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -128,7 +129,9 @@ export class Layer {
    * `maxRequest` bytes (0: up to 16 MiB each).
    */
   startPrefetch(size: number, maxRequest = 0): Promise<void> {
-    if (size <= 0) return this.#prefetch;
+    // A neighbour's prefetch may have started before its own mount asks again.
+    if (size <= 0 || this.#prefetchStarted) return this.#prefetch;
+    this.#prefetchStarted = true;
     this.#prefetch = (async () => {
       const t0 = Date.now();
       const bytes = await this.reader.fetchBlobRange(

@@ -106,6 +106,7 @@ export class LayerFileSystem {
           r.expires > now &&
           (expectedTocDigest === undefined || r.layer.blob.tocDigest === expectedTocDigest)
         ) return r;
+        r.layer.close();
         return this.#open(ref, digest, expectedTocDigest);
       }, () => this.#open(ref, digest, expectedTocDigest));
     }
@@ -135,6 +136,16 @@ export class LayerFileSystem {
 
   /** Opens the image's other layers in the background, so their Prepare mounts at once. */
   #resolveNeighbours(ref: string, self: string, layers: readonly string[]): void {
+    const now = Date.now();
+    for (const [d, p] of this.#resolved) {
+      p.then((r) => {
+        if (r.expires <= now && this.#resolved.get(d) === p) {
+          this.#resolved.delete(d);
+          r.layer.close();
+        }
+      }, () => {});
+    }
+    const c = this.opts.config;
     for (const d of layers) {
       if (
         d === self || this.#resolved.has(d) ||
@@ -142,7 +153,13 @@ export class LayerFileSystem {
       ) continue;
       // The TOC digest of a neighbour is unknown here: it is checked when its Prepare arrives.
       const p = this.#open(ref, d, undefined);
-      p.catch(() => this.#resolved.delete(d));
+      p.then((r) => {
+        // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
+        // the digests in their TOC, and their TOC against the label when their Prepare comes.
+        if (!c.noprefetch) {
+          r.layer.startPrefetch(r.layer.prefetchSize(c.prefetch_size), c.blob.prefetch_chunk_size);
+        }
+      }, () => this.#resolved.delete(d));
       this.#resolved.set(d, p);
     }
   }

@@ -1,0 +1,178 @@
+/**
+ * LayerFileSystem, the snapshotter's remote filesystem, in this process against a real registry
+ * (behind a counting proxy): verification rules, neighbour resolution and prefetch, check and
+ * unmount. Reads of the mounts use child processes only: this process serves them.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { defaultConfig } from "../src/config/mod.ts";
+import type { Config } from "../src/config/mod.ts";
+import { LayerFileSystem, LayerMountError } from "../src/fs/mod.ts";
+import {
+  SKIP_VERIFY_LABEL,
+  STARGZ_DIGEST_LABEL,
+  STARGZ_LAYERS_LABEL,
+  STARGZ_REFERENCE_LABEL,
+  TOC_DIGEST_LABEL,
+} from "../src/labels/mod.ts";
+import { Logger } from "../src/log/mod.ts";
+import { RegistryClient } from "../src/registry/mod.ts";
+import { ok, sh, tempDir } from "./_fuse.ts";
+import { estargzLayer, pushLayers, tarDir } from "./_images.ts";
+import type { BuiltLayer } from "./_images.ts";
+import { isMounted } from "./_layer.ts";
+import { startFaultProxy, startRegistry } from "./_registry.ts";
+import type { FaultProxy, PushedImage, TestRegistry } from "./_registry.ts";
+
+let tmp: string;
+let reg: TestRegistry;
+let proxy: FaultProxy;
+let image: PushedImage;
+let layers: BuiltLayer[];
+
+function config(over: (c: Config) => void = () => {}): Config {
+  const c = defaultConfig();
+  c.blob.max_retries = 1;
+  c.blob.max_wait_msec = 50;
+  over(c);
+  return c;
+}
+
+async function layerFs(name: string, c: Config): Promise<LayerFileSystem> {
+  return await LayerFileSystem.create({
+    root: path.join(tmp, name),
+    config: c,
+    registry: new RegistryClient({ blob: { maxRetries: 1, maxWaitMsec: 50 } }),
+    log: new Logger({ test: name }),
+  });
+}
+
+function labelsFor(i: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [STARGZ_REFERENCE_LABEL]: image.ref.replace(reg.host, proxy.host),
+    [STARGZ_DIGEST_LABEL]: image.layers[i].digest,
+    [STARGZ_LAYERS_LABEL]: image.layers.map((l) => l.digest).join(","),
+    [TOC_DIGEST_LABEL]: layers[i].annotations!["containerd.io/snapshot/stargz/toc.digest"],
+    ...extra,
+  };
+}
+
+function mountpoint(name: string): string {
+  const d = path.join(tmp, "mnt", name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+const blobGets = (digest: string) =>
+  proxy.requests.filter((r) => r.method === "GET" && r.url.includes(digest)).length;
+
+before(async () => {
+  tmp = await tempDir("stargz-layerfs-");
+  layers = [];
+  for (let i = 0; i < 3; i++) {
+    const d = path.join(tmp, `src${i}`);
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, `file${i}`), `layer ${i}\n`.repeat(1000));
+    tarDir(d, path.join(tmp, `l${i}.tar`));
+    layers.push(await estargzLayer(path.join(tmp, `l${i}.tar`), { prioritizedFiles: [`file${i}`] }));
+  }
+  reg = await startRegistry();
+  image = await pushLayers(reg, "layerfs/app", "v1", layers);
+  proxy = await startFaultProxy(reg.url);
+});
+
+after(async () => {
+  for (const l of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const m = l.split(" ")[4];
+    if (m?.startsWith(tmp)) await sh(["umount", "-l", m]);
+  }
+  await proxy?.stop();
+  await reg?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe("LayerFileSystem", () => {
+  it("refuses a layer without TOC digest unless verification is relaxed", async () => {
+    const strict = await layerFs("strict", config());
+    const noToc = labelsFor(0);
+    delete noToc[TOC_DIGEST_LABEL];
+    await assert.rejects(strict.mount(mountpoint("strict"), noToc), LayerMountError);
+    await assert.rejects(
+      strict.mount(mountpoint("strict"), { ...noToc, [SKIP_VERIFY_LABEL]: "true" }),
+      /TOC digest/,
+    );
+    await assert.rejects(
+      strict.mount(
+        mountpoint("strict"),
+        labelsFor(0, { [TOC_DIGEST_LABEL]: "sha256:" + "a".repeat(64) }),
+      ),
+      /digest/,
+    );
+    assert.equal(isMounted(path.join(tmp, "mnt", "strict")), false);
+
+    const relaxed = await layerFs("relaxed", config((c) => (c.allow_no_verification = true)));
+    const mp = mountpoint("relaxed");
+    await relaxed.mount(mp, { ...noToc, [SKIP_VERIFY_LABEL]: "true" });
+    assert.equal((await ok(["cat", path.join(mp, "file0")])).length, 8000);
+    await relaxed.close();
+    assert.equal(isMounted(mp), false, "close unmounts");
+  });
+
+  it("opens and prefetches the image's other layers before their Prepare, and checks mounts", async () => {
+    const lfs = await layerFs("neighbours", config((c) => (c.no_background_fetch = true)));
+    await lfs.mount(mountpoint("n0"), labelsFor(0));
+    const deadline = Date.now() + 10_000;
+    while (
+      (blobGets(image.layers[1].digest) === 0 || blobGets(image.layers[2].digest) === 0) &&
+      Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(
+      blobGets(image.layers[2].digest) > 0,
+      "the neighbour's blob was read ahead of its Prepare",
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const before = blobGets(image.layers[2].digest);
+    const mp2 = mountpoint("n2");
+    await lfs.mount(mp2, labelsFor(2));
+    await lfs.check(mp2, labelsFor(2));
+    assert.equal((await ok(["cat", path.join(mp2, "file2")])).length, 8000);
+    assert.equal(
+      blobGets(image.layers[2].digest),
+      before,
+      "mounting and reading it needed no new request",
+    );
+    assert.deepEqual(
+      lfs.mounted().map((m) => m.digest).sort(),
+      [image.layers[0].digest, image.layers[2].digest].sort(),
+    );
+    await lfs.unmount(mp2);
+    assert.equal(isMounted(mp2), false);
+    await assert.rejects(lfs.check(mp2, labelsFor(2)), /no layer is mounted/);
+    await lfs.close();
+  });
+
+  it("fails check while the registry is unreachable and passes again when it is back", async () => {
+    const lfs = await layerFs(
+      "check",
+      config((c) => {
+        c.blob.check_always = true;
+        c.no_background_fetch = true;
+      }),
+    );
+    const mp = mountpoint("check");
+    await lfs.mount(mp, labelsFor(1));
+    await lfs.check(mp, labelsFor(1));
+    proxy.rule = () => ({ kind: "status", status: 503 });
+    try {
+      await assert.rejects(lfs.check(mp, labelsFor(1)));
+    } finally {
+      proxy.rule = () => ({ kind: "pass" });
+    }
+    await lfs.check(mp, labelsFor(1));
+    await lfs.close();
+  });
+});
