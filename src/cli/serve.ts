@@ -98,6 +98,7 @@ export const serveCommand: Command = {
           layers: () => layers.mounted(),
           cache: () => ({ ...layers.cache.stats() }),
           snapshots: () => daemon.snapshotter.list(),
+          restore: () => daemon.snapshotter.restoreStatus(),
         },
         log,
         { metrics: !config.no_prometheus },

@@ -19,6 +19,10 @@ const sources: AdminSources = {
   }],
   cache: () => ({ memoryHits: 3, diskBytes: 4096 }),
   snapshots: () => Promise.resolve([{ key: "k", kind: "committed" }]),
+  restore: () => ({
+    pending: [],
+    failed: [{ name: "sn", mountpoint: "/m/2", error: "registry down" }],
+  }),
 };
 
 function getUnix(socketPath: string, p: string): Promise<{ status: number; body: string }> {
@@ -42,6 +46,12 @@ describe("admin API", () => {
     assert.match(metrics, /^stargz_layer_fetched_bytes\{digest="sha256:aa"\} 40$/m);
     assert.match(metrics, /^stargz_layer_errors\{digest="sha256:aa"\} 1$/m);
     assert.match(metrics, /^stargz_cache_disk_bytes 4096$/m);
+    assert.match(metrics, /^stargz_restore_failed 1$/m);
+    assert.equal(
+      (await (await app.request("/v1/restore")).json()).failed[0].error,
+      "registry down",
+    );
+    assert.equal((await adminApp(sources, { metrics: false }).request("/metrics")).status, 404);
     assert.equal((await app.request("/nope")).status, 404);
   });
 

@@ -7,6 +7,8 @@
  *   GET /v1/layers          mounted layers with their state file content
  *   GET /v1/cache           chunk cache counters
  *   GET /v1/snapshots       snapshots with kind, parent and labels
+ *   GET /v1/restore         remote snapshots still being restored after a restart, and those
+ *                           that could not be (with the error)
  *   GET /metrics            the same numbers in Prometheus text format (off with `no_prometheus`)
  */
 import { Hono } from "hono";
@@ -33,6 +35,7 @@ export interface AdminSources {
   layers(): AdminLayer[];
   cache(): Record<string, number>;
   snapshots(): Promise<unknown[]>;
+  restore(): { pending: string[]; failed: { name: string; mountpoint: string; error: string }[] };
 }
 
 /** The hono application (exported for tests that call `app.request`). */
@@ -42,6 +45,7 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
   app.get("/v1/layers", (c) => c.json(src.layers()));
   app.get("/v1/cache", (c) => c.json(src.cache()));
   app.get("/v1/snapshots", async (c) => c.json(await src.snapshots()));
+  app.get("/v1/restore", (c) => c.json(src.restore()));
   if (opts.metrics === false) return app;
   app.get("/metrics", (c) => {
     const lines: string[] = [];
@@ -51,6 +55,16 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
     };
     const layers = src.layers();
     metric("stargz_layers_mounted", "Layers mounted through FUSE.", "gauge", [["", layers.length]]);
+    const restore = src.restore();
+    metric(
+      "stargz_restore_failed",
+      "Remote snapshots that could not be mounted again after a restart.",
+      "gauge",
+      [[
+        "",
+        restore.failed.length,
+      ]],
+    );
     metric(
       "stargz_layer_fetched_bytes",
       "Bytes of each layer blob fetched so far.",
