@@ -31,6 +31,11 @@ export interface ShapedRegistryOptions {
   rateMbit: number;
   /** Round-trip time added by the forwarder (half each way, plus one RTT per new connection). */
   rttMs: number;
+  /**
+   * Receives the undo function before anything is created, so that an interrupted start can be
+   * undone too (the function undoes whatever exists when it is called).
+   */
+  registerCleanup?: (stop: () => Promise<void>) => void;
 }
 
 /** A registry behind a shaped link, reached at `host` on loopback. */
@@ -145,7 +150,7 @@ export async function startShapedRegistry(opts: ShapedRegistryOptions): Promise<
   const n = await freeSubnet();
   const hostIp = `10.200.${n}.1`;
   const nsIp = `10.200.${n}.2`;
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-link-"));
+  let dir: string | undefined;
   let registry: ChildProcess | undefined;
   let forwarder: Awaited<ReturnType<typeof startDelayForwarder>> | undefined;
   const stop = async (): Promise<void> => {
@@ -157,10 +162,12 @@ export async function startShapedRegistry(opts: ShapedRegistryOptions): Promise<
     }
     await run("ip", ["link", "del", hostIf]).catch(() => {});
     await run("ip", ["netns", "del", ns]).catch(() => {});
-    await fs.rm(dir, { recursive: true, force: true });
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
   };
+  opts.registerCleanup?.(stop);
   const tbf = ["root", "tbf", "rate", `${opts.rateMbit}mbit`, "burst", "128kb", "latency", "50ms"];
   try {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-link-"));
     await run("ip", ["netns", "add", ns]);
     await run("ip", ["link", "add", hostIf, "type", "veth", "peer", "name", nsIf]);
     await run("ip", ["link", "set", nsIf, "netns", ns]);

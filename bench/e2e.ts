@@ -20,6 +20,7 @@ import * as fs from "node:fs/promises";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
+import { setTimeout } from "node:timers";
 import { promisify } from "node:util";
 import { runtimeVersion } from "../src/runtime/mod.ts";
 import {
@@ -56,16 +57,46 @@ const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 
 type Mode = "lazy" | "full";
 
-/** Everything the benchmark created that must go, even when it is interrupted. */
-const cleanups: (() => Promise<void>)[] = [];
-async function cleanupAll(): Promise<void> {
-  while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
+/**
+ * Undo steps for everything the benchmark created, so that an interruption leaves no namespace,
+ * veth, process, mount or directory behind. Steps are idempotent (they undo whatever exists when
+ * called) and a step already running is awaited rather than started twice, because the signal
+ * handler and the main flow's `finally` both run them.
+ */
+const undoSteps: (() => Promise<void>)[] = [];
+let interrupted = false;
+
+/** Registers `undo` for {@link cleanupAll}; returns the step for calling it earlier. */
+function onCleanup(undo: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  const step = (): Promise<void> =>
+    running ??= undo().catch((err) => console.error(`cleanup: ${err}`)).finally(() => {
+      running = undefined;
+    });
+  undoSteps.push(step);
+  return step;
 }
+
+/** Runs every undo step, newest first, including steps registered while it runs. */
+async function cleanupAll(): Promise<void> {
+  for (let done = -1; done !== undoSteps.length;) {
+    done = undoSteps.length;
+    for (const step of [...undoSteps].reverse()) await step();
+  }
+}
+
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => {
     console.error(`${sig}: cleaning up`);
-    cleanupAll().finally(() => process.exit(130));
+    interrupted = true;
+    // The main flow then fails at its next step and runs the undo steps again for whatever it
+    // started meanwhile; exit anyway if it does not finish soon.
+    cleanupAll().finally(() => setTimeout(() => process.exit(130), 20_000).unref());
   });
+}
+
+function checkInterrupted(): void {
+  if (interrupted) throw new Error("interrupted");
 }
 
 /** The Debian mirror this machine's apt uses (deb822 `URIs:` or a one-line `deb` entry). */
@@ -122,7 +153,7 @@ async function buildImage(): Promise<ImageBlobs> {
   await fs.rm(CACHE, { recursive: true, force: true });
   await fs.mkdir(CACHE, { recursive: true });
   const work = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-e2e-build-"));
-  cleanups.push(() => fs.rm(work, { recursive: true, force: true }));
+  onCleanup(() => fs.rm(work, { recursive: true, force: true }));
   try {
     const debootstrap = await run("which", ["debootstrap"]).catch(() => undefined);
     if (!debootstrap) {
@@ -336,20 +367,21 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
   const dir = await fs.mkdtemp("/tmp/sgze2e-");
   let daemon: StargzProcess | undefined;
   let ctd: Ctd | undefined;
-  const cleanup = async () => {
+  const cleanup = onCleanup(async () => {
     await ctd?.stop();
     await daemon?.stop();
     await cleanupDir(dir);
-  };
-  cleanups.push(cleanup);
+  });
   try {
     const admin = path.join(dir, "admin.sock");
     if (mode === "lazy") {
       const config = path.join(dir, "config.toml");
       await fs.writeFile(config, `[admin]\naddress = "${admin}"\n`);
       daemon = await startStargz({ dir, args: ["--config", config] });
+      checkInterrupted();
     }
     ctd = await startCtd(dir, mode, daemon?.address);
+    checkInterrupted();
 
     const t0 = performance.now();
     await criPull(ctd.address, image.ref);
@@ -382,7 +414,6 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
       fetchedMB: fetched === undefined ? undefined : fetched / 1e6,
     };
   } finally {
-    cleanups.splice(cleanups.indexOf(cleanup), 1);
     await cleanup();
   }
 }
@@ -417,7 +448,7 @@ async function curlTiming(url: string, range?: string) {
 
 const image = await buildImage();
 const reg = await startRegistry();
-cleanups.push(() => reg.stop());
+onCleanup(() => reg.stop());
 let link: ShapedRegistry | undefined;
 try {
   const esgz = await pushPython(reg, "esgz", image.esgz);
@@ -426,8 +457,8 @@ try {
     storage: path.join(reg.dir, "storage"),
     rateMbit: RATE_MBIT,
     rttMs: RTT_MS,
+    registerCleanup: (stop) => onCleanup(stop),
   });
-  cleanups.push(() => link!.stop());
 
   console.log(
     `e2e: containerd ${
@@ -472,6 +503,7 @@ try {
     results[name] = { lazy: [], full: [] };
     for (let i = 0; i < RUNS; i++) {
       for (const mode of ["lazy", "full"] as const) {
+        checkInterrupted();
         const s = await coldRun(mode, ref(mode === "lazy" ? esgz : plain, host));
         results[name][mode].push(s);
         console.log(
