@@ -5,6 +5,8 @@
  *
  * - ours (lazy): the eStargz image (our converter), CRI `PullImage` through a containerd 1.6
  *   whose CRI snapshotter is our daemon, then `ctr run --snapshotter stargz`;
+ * - ours with prefetch: the same, from an eStargz blob whose prioritized files are the files the
+ *   command opens (traced with strace at build time), placed before `.prefetch.landmark`;
  * - overlayfs (full): the plain gzip image of the same tar, CRI `PullImage` through a containerd
  *   whose CRI snapshotter is `overlayfs`, then `ctr run --snapshotter overlayfs`.
  *
@@ -52,10 +54,22 @@ const RTT_MS = flag("rtt", 20);
 const SUITE = "bookworm";
 const COMMAND = ["python3", "-c", "print(1)"];
 /** Built blobs are kept here between invocations (debootstrap and conversion take a minute). */
-const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v1`);
+const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v2`);
 const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-type Mode = "lazy" | "full";
+/**
+ * lazy: eStargz as `stargz convert` makes it by default (no landmark: every read on demand);
+ * prefetch: eStargz with the files the command opens placed first, before `.prefetch.landmark`
+ * (what upstream's `ctr-remote image optimize` makes), so the mount prefetches them in one go;
+ * full: the plain gzip image, pulled and unpacked whole by containerd.
+ */
+type Mode = "lazy" | "prefetch" | "full";
+const MODES: readonly Mode[] = ["lazy", "prefetch", "full"];
+const MODE_LABEL: Record<Mode, string> = {
+  lazy: "stargz (lazy, eStargz)",
+  prefetch: "stargz (eStargz + prefetch landmark)",
+  full: "overlayfs (full, gzip)",
+};
 
 /**
  * Undo steps for everything the benchmark created, so that an interruption leaves no namespace,
@@ -120,10 +134,66 @@ async function debianMirror(): Promise<string> {
 
 /** What the image is made of. */
 interface ImageBlobs {
-  esgz: BuiltLayer;
-  plain: BuiltLayer;
+  layers: Record<Mode, BuiltLayer>;
   tarBytes: number;
   entries: number;
+  /** Regular files the command opened, in order (the prioritized files of `prefetch`). */
+  accessed: string[];
+}
+
+/**
+ * Resolves `p` inside `root` as the chroot would (absolute links stay in the root): the entry
+ * name of the file a path opened inside the container refers to.
+ */
+async function resolveInRoot(root: string, p: string): Promise<string | undefined> {
+  let parts = p.split("/").filter((x) => x && x !== ".");
+  const done: string[] = [];
+  for (let links = 0; parts.length > 0;) {
+    const part = parts.shift()!;
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    const here = path.join(root, ...done, part);
+    const st = await fs.lstat(here).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      if (++links > 40) return undefined;
+      const target = await fs.readlink(here);
+      if (target.startsWith("/")) done.length = 0;
+      parts = [...target.split("/").filter((x) => x && x !== "."), ...parts];
+      continue;
+    }
+    done.push(part);
+  }
+  const st = await fs.stat(path.join(root, ...done)).catch(() => undefined);
+  return st?.isFile() ? done.join("/") : undefined;
+}
+
+/** The regular files `COMMAND` opens (strace of it in a chroot of the rootfs), in order. */
+async function traceAccessed(root: string, work: string): Promise<string[]> {
+  const trace = path.join(work, "strace.out");
+  await run("strace", [
+    "-f",
+    "-qq",
+    "-e",
+    "trace=chroot,execve,open,openat",
+    "-o",
+    trace,
+    "chroot",
+    root,
+    ...COMMAND,
+  ]);
+  const files: string[] = [];
+  let inRoot = false;
+  for (const line of (await fs.readFile(trace, "utf8")).split("\n")) {
+    if (/\bchroot\(.*\) = 0$/.test(line)) inRoot = true;
+    const m = /\b(?:execve|open|openat)\((?:AT_FDCWD, )?"([^"]+)".*\) = \d+/.exec(line);
+    if (!inRoot || !m || !m[1].startsWith("/")) continue;
+    const name = await resolveInRoot(root, m[1]);
+    if (name && !files.includes(name)) files.push(name);
+  }
+  return files;
 }
 
 async function loadLayer(dir: string, name: string): Promise<BuiltLayer> {
@@ -144,11 +214,9 @@ async function buildImage(): Promise<ImageBlobs> {
   if (cached) {
     const info = JSON.parse(cached);
     console.log(`image: cached in ${CACHE}`);
-    return {
-      ...info,
-      esgz: await loadLayer(CACHE, "esgz"),
-      plain: await loadLayer(CACHE, "plain"),
-    };
+    const layers = {} as Record<Mode, BuiltLayer>;
+    for (const mode of MODES) layers[mode] = await loadLayer(CACHE, mode);
+    return { ...info, layers };
   }
   await fs.rm(CACHE, { recursive: true, force: true });
   await fs.mkdir(CACHE, { recursive: true });
@@ -179,20 +247,24 @@ async function buildImage(): Promise<ImageBlobs> {
     }
     const { stdout: version } = await run("chroot", [root, "python3", "--version"]);
     console.log(`image: ${version.trim()} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const accessed = await traceAccessed(root, work);
+    console.log(`image: ${COMMAND.join(" ")} opens ${accessed.length} regular files`);
     const tar = path.join(work, "rootfs.tar");
     tarDir(root, tar);
     const { stdout: list } = await run("tar", ["-tf", tar], { maxBuffer: 256 << 20 });
     const entries = list.trim().split("\n").length;
     const tarBytes = (await fs.stat(tar)).size;
     t = performance.now();
-    const esgz = await estargzLayer(tar);
+    const lazy = await estargzLayer(tar);
     const tConvert = (performance.now() - t) / 1000;
-    const plain = plainLayer(tar);
     console.log(`image: converted to eStargz in ${tConvert.toFixed(1)} s`);
-    await saveLayer(CACHE, "esgz", esgz);
-    await saveLayer(CACHE, "plain", plain);
-    await fs.writeFile(done, JSON.stringify({ tarBytes, entries }));
-    return { esgz, plain, tarBytes, entries };
+    await saveLayer(CACHE, "lazy", lazy);
+    const prefetch = await estargzLayer(tar, { prioritizedFiles: accessed, tmpDir: work });
+    await saveLayer(CACHE, "prefetch", prefetch);
+    const full = plainLayer(tar);
+    await saveLayer(CACHE, "full", full);
+    await fs.writeFile(done, JSON.stringify({ tarBytes, entries, accessed }));
+    return { layers: { lazy, prefetch, full }, tarBytes, entries, accessed };
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
@@ -295,7 +367,7 @@ function ctrRun(ctd: Ctd, mode: Mode, ref: string): {
   firstLine: Promise<{ at: number; line: string }>;
   exited: Promise<void>;
 } {
-  const snapshotter = mode === "lazy" ? "stargz" : "overlayfs";
+  const snapshotter = mode === "full" ? "overlayfs" : "stargz";
   const id = `e2e-${randomUUID().slice(0, 8)}`;
   const child = spawn("ctr", [
     "--address",
@@ -374,7 +446,7 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
   });
   try {
     const admin = path.join(dir, "admin.sock");
-    if (mode === "lazy") {
+    if (mode !== "full") {
       const config = path.join(dir, "config.toml");
       await fs.writeFile(config, `[admin]\naddress = "${admin}"\n`);
       daemon = await startStargz({ dir, args: ["--config", config] });
@@ -388,7 +460,7 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
     const tPull = performance.now();
     const { firstLine, exited } = ctrRun(ctd, mode, image.ref);
     const first = await firstLine;
-    const fetched = mode === "lazy"
+    const fetched = mode !== "full"
       ? (await adminLayers(admin)).reduce((s, l) => s + (l.state?.fetchedSize ?? 0), 0)
       : undefined;
     await exited;
@@ -397,7 +469,7 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
     // The comparison only means something if ours really was lazy and theirs really was full.
     const content = await ctd.ctr(["content", "ls", "-q"]);
     const layer = image.layers[0].digest;
-    if (mode === "lazy") {
+    if (mode !== "full") {
       const decisions = daemon!.logs().split("\n").filter((l) =>
         l.includes("remote-snapshot-prepared")
       ).map((l) => JSON.parse(l)["remote-snapshot-prepared"]);
@@ -451,8 +523,8 @@ const reg = await startRegistry();
 onCleanup(() => reg.stop());
 let link: ShapedRegistry | undefined;
 try {
-  const esgz = await pushPython(reg, "esgz", image.esgz);
-  const plain = await pushPython(reg, "plain", image.plain);
+  const images = {} as Record<Mode, PushedImage>;
+  for (const mode of MODES) images[mode] = await pushPython(reg, mode, image.layers[mode]);
   link = await startShapedRegistry({
     storage: path.join(reg.dir, "storage"),
     rateMbit: RATE_MBIT,
@@ -468,11 +540,14 @@ try {
   console.log(
     `image: debootstrap ${SUITE} minbase + python3, 1 layer: tar ${
       (image.tarBytes / 1e6).toFixed(1)
-    } MB, ${image.entries} entries; eStargz ${(image.esgz.data.length / 1e6).toFixed(1)} MB, ` +
-      `gzip ${(image.plain.data.length / 1e6).toFixed(1)} MB; command: ${COMMAND.join(" ")}`,
+    } MB, ${image.entries} entries; eStargz ${
+      (image.layers.lazy.data.length / 1e6).toFixed(1)
+    } MB (with landmark ${(image.layers.prefetch.data.length / 1e6).toFixed(1)} MB), gzip ${
+      (image.layers.full.data.length / 1e6).toFixed(1)
+    } MB; command: ${COMMAND.join(" ")} (opens ${image.accessed.length} regular files)`,
   );
   console.log(`shaped link: ${link.description}`);
-  const blobPath = `/v2/bench/python/blobs/${plain.layers[0].digest}`;
+  const blobPath = `/v2/bench/python/blobs/${images.full.layers[0].digest}`;
   const linkRows = [];
   for (
     const [name, base] of [
@@ -500,11 +575,11 @@ try {
   });
   const results: Record<string, Record<Mode, Sample[]>> = {};
   for (const [name, host] of [["loopback", reg.host], ["shaped", link.host]] as const) {
-    results[name] = { lazy: [], full: [] };
+    results[name] = { lazy: [], prefetch: [], full: [] };
     for (let i = 0; i < RUNS; i++) {
-      for (const mode of ["lazy", "full"] as const) {
+      for (const mode of MODES) {
         checkInterrupted();
-        const s = await coldRun(mode, ref(mode === "lazy" ? esgz : plain, host));
+        const s = await coldRun(mode, ref(images[mode], host));
         results[name][mode].push(s);
         console.log(
           `${name} run ${i + 1} ${mode}: pull ${s.pullS.toFixed(3)} s, first line ${
@@ -518,23 +593,29 @@ try {
   const rows = [];
   const summary: Record<string, number> = {};
   for (const [name, r] of Object.entries(results)) {
-    const lazy = median(r.lazy.map((s) => s.firstLineS));
-    const full = median(r.full.map((s) => s.firstLineS));
-    for (const mode of ["lazy", "full"] as const) {
+    const first = (mode: Mode) => median(r[mode].map((s) => s.firstLineS));
+    const full = first("full");
+    for (const mode of MODES) {
       const samples = r[mode];
       rows.push([
         name,
-        mode === "lazy" ? "stargz (lazy, eStargz)" : "overlayfs (full, gzip)",
+        MODE_LABEL[mode],
         median(samples.map((s) => s.pullS)),
-        median(samples.map((s) => s.firstLineS)),
+        first(mode),
         samples.map((s) => s.firstLineS.toFixed(2)).join(" / "),
-        mode === "lazy" ? median(samples.map((s) => s.fetchedMB ?? 0)) : "-",
-        mode === "lazy" ? lazy / full : "",
+        mode === "full" ? "-" : median(samples.map((s) => s.fetchedMB ?? 0)),
+        mode === "full" ? "" : first(mode) / full,
       ]);
     }
-    summary[`${name}_lazy_s`] = lazy;
+    summary[`${name}_lazy_s`] = first("lazy");
     summary[`${name}_full_s`] = full;
-    summary[`${name}_ratio`] = lazy / full;
+    summary[`${name}_ratio`] = first("lazy") / full;
+  }
+  // The issue's keys first; the prefetch variant after them.
+  for (const name of Object.keys(results)) {
+    const prefetch = median(results[name].prefetch.map((s) => s.firstLineS));
+    summary[`${name}_prefetch_s`] = prefetch;
+    summary[`${name}_prefetch_ratio`] = prefetch / summary[`${name}_full_s`];
   }
   printTable([
     "link",
