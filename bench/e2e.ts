@@ -223,10 +223,13 @@ async function buildImage(): Promise<ImageBlobs> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-e2e-build-"));
   onCleanup(() => fs.rm(work, { recursive: true, force: true }));
   try {
-    const debootstrap = await run("which", ["debootstrap"]).catch(() => undefined);
-    if (!debootstrap) {
-      console.log("installing debootstrap (apt-get)");
-      await run("apt-get", ["install", "-y", "-q", "debootstrap"], {
+    const missing: string[] = [];
+    for (const tool of ["debootstrap", "strace"]) {
+      if (!await run("which", [tool]).then(() => true, () => false)) missing.push(tool);
+    }
+    if (missing.length > 0) {
+      console.log(`installing ${missing.join(", ")} (apt-get)`);
+      await run("apt-get", ["install", "-y", "-q", ...missing], {
         env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
       });
     }
