@@ -18,8 +18,26 @@ for (let i = 0; i < BLOCK.length; i++) BLOCK[i] = (i * 7 + (i >> 8)) & 255;
 const FILE_DATA = Buffer.from("data\n");
 
 const when = new Date(1_700_000_000_000);
-const dirStat = { mode: 0o040755, size: 0, nlink: 2, uid: 0, gid: 0, mtime: when, atime: when, ctime: when };
-const fileStat = { mode: 0o100644, size: 5, nlink: 1, uid: 0, gid: 0, mtime: when, atime: when, ctime: when };
+const dirStat = {
+  mode: 0o040755,
+  size: 0,
+  nlink: 2,
+  uid: 0,
+  gid: 0,
+  mtime: when,
+  atime: when,
+  ctime: when,
+};
+const fileStat = {
+  mode: 0o100644,
+  size: 5,
+  nlink: 1,
+  uid: 0,
+  gid: 0,
+  mtime: when,
+  atime: when,
+  ctime: when,
+};
 const bigStat = { ...fileStat, size };
 
 /** path -> names (directories only) */

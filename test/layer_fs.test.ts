@@ -76,7 +76,9 @@ before(async () => {
     fs.mkdirSync(d);
     fs.writeFileSync(path.join(d, `file${i}`), `layer ${i}\n`.repeat(1000));
     tarDir(d, path.join(tmp, `l${i}.tar`));
-    layers.push(await estargzLayer(path.join(tmp, `l${i}.tar`), { prioritizedFiles: [`file${i}`] }));
+    layers.push(
+      await estargzLayer(path.join(tmp, `l${i}.tar`), { prioritizedFiles: [`file${i}`] }),
+    );
   }
   reg = await startRegistry();
   image = await pushLayers(reg, "layerfs/app", "v1", layers);
