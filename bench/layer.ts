@@ -140,7 +140,8 @@ function registryPid(dir: string): number {
     if (!/^\d+$/.test(name)) continue;
     try {
       const cmd = fs.readFileSync(`/proc/${name}/cmdline`, "utf8");
-      if (cmd.startsWith("docker-registry\0") && cmd.includes(dir)) return Number(name);
+      const argv = cmd.split("\0");
+      if (path.basename(argv[0]) === "docker-registry" && cmd.includes(dir)) return Number(name);
     } catch {
       // the process ended while we looked
     }
