@@ -54,7 +54,7 @@ const RTT_MS = flag("rtt", 20);
 const SUITE = "bookworm";
 const COMMAND = ["python3", "-c", "print(1)"];
 /** Built blobs are kept here between invocations (debootstrap and conversion take a minute). */
-const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v2`);
+const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v3`);
 const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
@@ -170,7 +170,25 @@ async function resolveInRoot(root: string, p: string): Promise<string | undefine
   return st?.isFile() ? done.join("/") : undefined;
 }
 
-/** The regular files `COMMAND` opens (strace of it in a chroot of the rootfs), in order. */
+/** The ELF interpreter (`PT_INTERP`) of a 64-bit little-endian executable, if it has one. */
+async function elfInterpreter(file: string): Promise<string | undefined> {
+  const b = await fs.readFile(file);
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1) return;
+  const phoff = Number(b.readBigUInt64LE(32));
+  const phentsize = b.readUInt16LE(54);
+  for (let i = 0; i < b.readUInt16LE(56); i++) {
+    const ph = phoff + i * phentsize;
+    if (ph + 56 > b.length || b.readUInt32LE(ph) !== 3) continue;
+    const off = Number(b.readBigUInt64LE(ph + 8));
+    const size = Number(b.readBigUInt64LE(ph + 32));
+    return b.subarray(off, off + size).toString("latin1").replace(/\0+$/, "");
+  }
+}
+
+/**
+ * The regular files `COMMAND` opens (strace of it in a chroot of the rootfs), in order, with the
+ * dynamic loader of each executable (the kernel maps it without an `open` strace could see).
+ */
 async function traceAccessed(root: string, work: string): Promise<string[]> {
   const trace = path.join(work, "strace.out");
   await run("strace", [
@@ -191,7 +209,13 @@ async function traceAccessed(root: string, work: string): Promise<string[]> {
     const m = /\b(?:execve|open|openat)\((?:AT_FDCWD, )?"([^"]+)".*\) = \d+/.exec(line);
     if (!inRoot || !m || !m[1].startsWith("/")) continue;
     const name = await resolveInRoot(root, m[1]);
-    if (name && !files.includes(name)) files.push(name);
+    if (!name || files.includes(name)) continue;
+    files.push(name);
+    const interp = line.includes("execve(")
+      ? await elfInterpreter(path.join(root, name))
+      : undefined;
+    const loader = interp && await resolveInRoot(root, interp);
+    if (loader && !files.includes(loader)) files.push(loader);
   }
   return files;
 }
