@@ -7,7 +7,8 @@
 /** Runs background jobs only when on-demand reads are quiet. */
 export class BackgroundScheduler {
   #onDemand = 0;
-  #lastOnDemand = 0;
+  /** A new mount counts as activity: its container is about to start reading. */
+  #lastOnDemand = Date.now();
   #running = 0;
   readonly #waiting: (() => void)[] = [];
 
@@ -23,6 +24,14 @@ export class BackgroundScheduler {
       this.#onDemand--;
       this.#lastOnDemand = Date.now();
     };
+  }
+
+  /**
+   * Restarts the silence period without a read: called when a layer is mounted, so that
+   * background fetch does not compete with the first reads of the container that needs it.
+   */
+  touch(): void {
+    this.#lastOnDemand = Math.max(this.#lastOnDemand, Date.now());
   }
 
   /** Milliseconds until background work may run (0 when it may run now). */

@@ -33,6 +33,17 @@ describe("BackgroundScheduler", () => {
     assert.ok(ranAt - endedAt >= 140, `ran ${ranAt - endedAt} ms after the read ended`);
   });
 
+  it("treats its creation and a mount (touch) as activity", async () => {
+    const s = new BackgroundScheduler(1, 120);
+    const t0 = Date.now();
+    await s.run(() => Promise.resolve());
+    assert.ok(Date.now() - t0 >= 110, "a fresh scheduler waits one silence period");
+    const t1 = Date.now();
+    s.touch();
+    await s.run(() => Promise.resolve());
+    assert.ok(Date.now() - t1 >= 110, "a touch restarts the silence period");
+  });
+
   it("stops waiting when aborted", async () => {
     const s = new BackgroundScheduler(1, 10_000);
     s.beginOnDemand();

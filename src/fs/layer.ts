@@ -34,8 +34,11 @@ export interface LayerOptions {
   log: Logger;
 }
 
-/** Background fetch asks for the blob in pieces of this size. */
-const BACKGROUND_WINDOW = 4 << 20;
+/**
+ * Background fetch asks for the blob in pieces of this size: small enough that an on-demand read
+ * arriving meanwhile waits for little, large enough to keep requests few.
+ */
+const BACKGROUND_WINDOW = 1 << 20;
 
 /** A layer opened from its blob: tree, read path, state and background work. */
 export class Layer {
@@ -161,6 +164,7 @@ export class Layer {
    */
   startBackgroundFetch(): Promise<void> {
     const signal = this.#abort.signal;
+    this.scheduler.touch();
     this.#background = (async () => {
       await this.#prefetch;
       const t0 = Date.now();

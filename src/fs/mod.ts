@@ -208,13 +208,6 @@ export class LayerFileSystem {
         layer.close();
       }
     });
-    if (!c.noprefetch) {
-      const label = Number(labels[PREFETCH_SIZE_LABEL]);
-      const size = layer.prefetchSize(
-        Number.isFinite(label) && label > 0 ? label : c.prefetch_size,
-      );
-      layer.startPrefetch(size);
-    }
     if (!c.no_background_fetch) layer.startBackgroundFetch();
     log.info("layer mounted", {
       mountpoint,
