@@ -132,7 +132,7 @@ export function snapshotsService(sn: Snapshotter, log: Logger): grpc.UntypedServ
         (err) => {
           const status = toGrpcError(err);
           const level = status.code === grpc.status.UNKNOWN ? "error" : "debug";
-          log.log(level, "snapshots request failed", { method, error: err });
+          log.log(level, "snapshots request answered with an error", { method, error: err });
           callback(status, null);
         },
       );

@@ -295,7 +295,7 @@ export class Snapshotter {
       }
     }
     log.info("prepared remote snapshot", { [REMOTE_SNAPSHOT_LOG_KEY]: "true", target });
-    throw new AlreadyExistsError(`target snapshot ${JSON.stringify(target)}`);
+    throw new AlreadyExistsError(`target snapshot ${JSON.stringify(target)}: already exists`);
   }
 
   /** Creates a read-only view of `parent`. */
