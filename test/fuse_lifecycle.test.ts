@@ -22,6 +22,7 @@ import {
   type RequestContext,
 } from "../src/fuse/mod.ts";
 import { Logger, setLogLevel, setLogSink } from "../src/log/mod.ts";
+import { scriptCommand } from "../src/runtime/mod.ts";
 import { Cleanup, ok, sh, tempDir } from "./_fuse.ts";
 
 /** A memory filesystem whose file "slow" blocks reads until released or interrupted. */
@@ -266,6 +267,16 @@ describe("fuse: mount lifecycle", () => {
     const missing = await sh(["stat", path.join(mp, "d/nope")]);
     assert.match(missing.stderr, /No such file or directory/);
     await s.unmount();
+  });
+
+  it("detaches its mounts when the process exits without unmounting", async () => {
+    const mp = await mountpoint("exit");
+    const child = path.join(path.dirname(new URL(import.meta.url).pathname), "_fuse_exit_child.ts");
+    const argv = scriptCommand(child, [mp]);
+    const r = await sh(argv);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, "hi\n\n");
+    assert.equal(await isMounted(mp), false);
   });
 
   it("logs requests and replies at debug level when asked", async () => {

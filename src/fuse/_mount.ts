@@ -2,7 +2,8 @@
  * Mounting and unmounting with the system's mount(8)/umount(8), no libfuse and no fusermount:
  * we run as root and hand the open /dev/fuse to `mount -o fd=3` as the child's fd 3.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 
 /** What a finished command printed and how it ended. */
@@ -84,6 +85,23 @@ export async function abortConnection(dev: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * {@link abortConnection} for process exit, where nothing asynchronous runs any more: once our
+ * request loop is gone, the exit's own close() of a file on the mount would wait forever for the
+ * FLUSH answer that only this process could give.
+ */
+export function abortConnectionSync(dev: string): void {
+  const path = `${FUSECTL}/${dev.split(":")[1]}/abort`;
+  if (!fs.existsSync(path)) {
+    spawnSync("mount", ["-t", "fusectl", "fusectl", FUSECTL], { stdio: "ignore" });
+  }
+  try {
+    fs.writeFileSync(path, "1");
+  } catch {
+    // Already gone.
   }
 }
 

@@ -2,6 +2,7 @@
  * One FUSE mount: the /dev/fuse connection, the request loop, replies, lookup counts and
  * unmounting. Requests are decoded and answered by the opcode table in `_ops.ts`.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
@@ -14,7 +15,15 @@ import {
   WRITE_REQUEST_OVERHEAD,
 } from "./_abi.ts";
 import { type InHeader, readInHeader, type Timeout, timeout, writeOutHeader } from "./_codec.ts";
-import { abortConnection, findMount, listMounts, run, setReadahead, sleep } from "./_mount.ts";
+import {
+  abortConnection,
+  abortConnectionSync,
+  findMount,
+  listMounts,
+  run,
+  setReadahead,
+  sleep,
+} from "./_mount.ts";
 import { OPS } from "./_ops.ts";
 import { Errno, errnoName, errnoOf, FuseError } from "./errno.ts";
 import {
@@ -153,6 +162,8 @@ export class FuseSession {
     this.smallPool = new SlabPool(SMALL_REPLY + OUT_HEADER_SIZE, 64);
     this.largePool = new SlabPool(maxRead + OUT_HEADER_SIZE, 16);
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    live.add(this);
+    this.closed.then(() => live.delete(this));
   }
 
   /** True once the session has ended. */
@@ -469,6 +480,24 @@ export class FuseSession {
   }
 }
 
+/** Sessions not yet ended; detached at process exit. */
+const live = new Set<FuseSession>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // When the process exits with mounts still up (a crash, process.exit), nobody answers their
+  // requests any more: detach them, and abort their connections so that nothing (not even this
+  // process closing its own files on them) waits for an answer.
+  process.on("exit", () => {
+    for (const s of live) {
+      spawnSync("umount", ["-l", s.mountpoint], { stdio: "ignore" });
+      abortConnectionSync(s.dev);
+    }
+  });
+}
+
 /**
  * Mounts `fs` at `mountpoint` (an existing directory that is not already a mount point) and
  * serves it until unmounted. Resolves once the kernel finished INIT.
@@ -506,6 +535,7 @@ export async function mount(
     throw new FuseError(Errno.EIO, `mount ${mp} failed: ${r.stderr || `exit ${r.code}`}`);
   }
   const info = await findMount(mp);
+  installExitHook();
   const session = new FuseSession(fs, mp, info?.dev ?? "0:0", fd, opts);
   try {
     await withTimeout(session.start(Math.max(1, opts.outstandingReads ?? 1)), 10_000, "FUSE INIT");

@@ -188,9 +188,10 @@ export interface MountOptions {
   /** Kernel readahead for the mount in bytes (default 1 MiB; applied through sysfs). */
   maxReadahead?: number;
   /**
-   * Device readers where reads block a thread (Deno). Default 1: each reader issues its next read
-   * before decoding the request it got, and answers are asynchronous anyway, so more readers only
-   * add thread hand-offs (measured: random 4 KiB reads got slower with 2 and 4).
+   * Device readers where reads block a thread (Deno; Bun reads through its poller). Default 1:
+   * each reader issues its next read before decoding the request it got, and requests are
+   * answered asynchronously, so more readers only add thread hand-offs (2 and 4 gave no gain in
+   * the random 4 KiB benchmark).
    */
   outstandingReads?: number;
   /** Log every request and its answer at debug level. */
