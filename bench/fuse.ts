@@ -5,7 +5,8 @@
  *  - random 4 KiB O_DIRECT reads with `xfs_io pread -R` (one READ request each), reads/s;
  *  - `find -ls` over a cold tree, entries/s.
  * Sizes: FUSE_BENCH_SIZE (bytes, default 256 MiB; 1073741824 for the 1 GiB figure),
- * FUSE_BENCH_ENTRIES (default 20000; 100000 for the full figure), FUSE_BENCH_RUNS (default 3).
+ * FUSE_BENCH_ENTRIES (default 20000; 100000 for the full figure), FUSE_BENCH_RUNS (default 3),
+ * FUSE_BENCH_READERS (device readers where reads block a thread, i.e. Deno; default 1).
  */
 import { execFile, spawn } from "node:child_process";
 import * as fsp from "node:fs/promises";
@@ -116,7 +117,10 @@ console.log(
 let session: FuseSession | undefined;
 let native: { stop(): Promise<void> } | undefined;
 try {
-  session = await mount(buildTree(), oursMp, { subtype: "stargzbench" });
+  session = await mount(buildTree(), oursMp, {
+    subtype: "stargzbench",
+    outstandingReads: Number(process.env.FUSE_BENCH_READERS ?? 1),
+  });
   native = await nativeServer(nativeMp);
   // Runs alternate between the two servers so that both see the same machine load.
   const ours: Figures = { seqMBps: [], randIops: [], findOps: [] };
