@@ -33,14 +33,14 @@ import {
   writeStatfsOut,
 } from "./_codec.ts";
 import { Errno, FuseError } from "./errno.ts";
-import type { FuseSession, Request, Slab } from "./session.ts";
+import type { FuseRequest, FuseSession, Slab } from "./session.ts";
 import type { Attr, DirectorySink, Entry, OpenResult, StatFs } from "./types.ts";
 
 /** One row of the table. `len` is where the request's arguments end (extensions excluded). */
 export interface OpRow {
   name: string;
   inSize: number;
-  handle(s: FuseSession, req: Request, inBuf: Slab, len: number): void;
+  handle(s: FuseSession, req: FuseRequest, inBuf: Slab, len: number): void;
 }
 
 const O_ACCMODE = 3;
@@ -52,7 +52,7 @@ function cString(inBuf: Slab, start: number, end: number): string {
   return inBuf.buf.toString("utf8", start, nul >= 0 && nul < end ? nul : end);
 }
 
-function replyEntry(s: FuseSession, req: Request, e: Entry | null | undefined): void {
+function replyEntry(s: FuseSession, req: FuseRequest, e: Entry | null | undefined): void {
   const v = s.out.view;
   const c = s.config;
   if (!e) {
@@ -69,12 +69,17 @@ function replyEntry(s: FuseSession, req: Request, e: Entry | null | undefined): 
   if (s.replyOut(req, ENTRY_OUT_SIZE)) s.ref(e.node);
 }
 
-function replyAttr(s: FuseSession, req: Request, a: Attr): void {
+function replyAttr(s: FuseSession, req: FuseRequest, a: Attr): void {
   writeAttrOut(s.out.view, PAYLOAD, req.nodeid, s.config.attrValid, a);
   s.replyOut(req, 104);
 }
 
-function replyOpen(s: FuseSession, req: Request, r: OpenResult | undefined, dir: boolean): void {
+function replyOpen(
+  s: FuseSession,
+  req: FuseRequest,
+  r: OpenResult | undefined,
+  dir: boolean,
+): void {
   let flags = 0;
   if (r?.keepCache ?? s.config.keepCache) flags |= OpenFlag.KEEP_CACHE;
   if (dir && s.config.cacheDir) flags |= OpenFlag.CACHE_DIR;
@@ -83,18 +88,18 @@ function replyOpen(s: FuseSession, req: Request, r: OpenResult | undefined, dir:
   s.replyOut(req, 16);
 }
 
-function replyEmpty(s: FuseSession, req: Request): void {
+function replyEmpty(s: FuseSession, req: FuseRequest): void {
   s.replyOut(req, 0);
 }
 
-function replyBytes(s: FuseSession, req: Request, bytes: Uint8Array): void {
+function replyBytes(s: FuseSession, req: FuseRequest, bytes: Uint8Array): void {
   if (bytes.length > s.out.buf.length - PAYLOAD) return s.replyError(req, Errno.E2BIG);
   s.out.buf.set(bytes, PAYLOAD);
   s.replyOut(req, bytes.length);
 }
 
 /** The getxattr/listxattr size protocol: size 0 asks for the length, too small is ERANGE. */
-function replySized(s: FuseSession, req: Request, size: number, bytes: Uint8Array): void {
+function replySized(s: FuseSession, req: FuseRequest, size: number, bytes: Uint8Array): void {
   if (size === 0) {
     s.out.view.setUint32(PAYLOAD, bytes.length, true);
     s.out.view.setUint32(PAYLOAD + 4, 0, true);
@@ -158,7 +163,7 @@ class DirReply implements DirectorySink {
   }
 }
 
-function readdir(s: FuseSession, req: Request, inBuf: Slab, plus: boolean): void {
+function readdir(s: FuseSession, req: FuseRequest, inBuf: Slab, plus: boolean): void {
   const v = inBuf.view;
   const fh = getU64(v, ARGS + 0);
   const cookie = getU64(v, ARGS + 8);
@@ -190,7 +195,7 @@ function readdir(s: FuseSession, req: Request, inBuf: Slab, plus: boolean): void
   );
 }
 
-function read(s: FuseSession, req: Request, inBuf: Slab): void {
+function read(s: FuseSession, req: FuseRequest, inBuf: Slab): void {
   const v = inBuf.view;
   const fh = getU64(v, ARGS + 0);
   const offset = getU64(v, ARGS + 8);
@@ -228,7 +233,7 @@ function read(s: FuseSession, req: Request, inBuf: Slab): void {
   );
 }
 
-function init(s: FuseSession, req: Request, inBuf: Slab): void {
+function init(s: FuseSession, req: FuseRequest, inBuf: Slab): void {
   const k = readInitIn(inBuf.view, ARGS);
   const v = s.out.view;
   if (k.major > KERNEL_VERSION) {
@@ -486,7 +491,7 @@ const rows: Record<number, OpRow> = {
       const w = v.getUint32(ARGS + 16, true);
       if (w !== SEEK_DATA && w !== SEEK_HOLE) return s.replyError(req, Errno.EINVAL);
       const whence = w === SEEK_DATA ? "data" : "hole";
-      const reply = (s: FuseSession, req: Request, pos: number): void => {
+      const reply = (s: FuseSession, req: FuseRequest, pos: number): void => {
         setU64(s.out.view, PAYLOAD, pos);
         s.replyOut(req, 8);
       };

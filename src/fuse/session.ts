@@ -66,7 +66,7 @@ class SlabPool {
 }
 
 /** One request being served: the context a filesystem sees, plus what the reply needs. */
-export class Request implements RequestContext {
+export class FuseRequest implements RequestContext {
   /** True once answered (or given up at unmount): later answers are dropped. */
   done = false;
   #abort?: AbortController;
@@ -117,7 +117,7 @@ export class FuseSession {
   /** @internal */ readonly largePool: SlabPool;
 
   #resolveClosed!: () => void;
-  #inflight = new Map<number, Request>();
+  #inflight = new Map<number, FuseRequest>();
   #refs = new Map<NodeId, number>();
   #readers = 0;
   #ended = false;
@@ -298,11 +298,11 @@ export class FuseSession {
   #dispatch(inBuf: Slab, n: number): void {
     const h = this.#header;
     readInHeader(inBuf.view, 0, h);
+    const req = new FuseRequest(h.opcode, h.unique, h.nodeid, h.uid, h.gid, h.pid);
     if (h.len !== n) {
       this.log.error("FUSE request length mismatch", { len: h.len, read: n, opcode: h.opcode });
-      return;
+      return this.replyError(req, Errno.EIO);
     }
-    const req = new Request(h.opcode, h.unique, h.nodeid, h.uid, h.gid, h.pid);
     const op = OPS[h.opcode];
     if (this.config.debug) {
       this.log.debug("fuse request", {
@@ -327,7 +327,11 @@ export class FuseSession {
    * @internal Answers `req` with `done(value)` now, or when the promise settles (tracking the
    * request so that INTERRUPT and unmount can reach it).
    */
-  settle<T>(req: Request, r: MaybePromise<T>, done: (s: FuseSession, req: Request, v: T) => void) {
+  settle<T>(
+    req: FuseRequest,
+    r: MaybePromise<T>,
+    done: (s: FuseSession, req: FuseRequest, v: T) => void,
+  ): void {
     if (!(r instanceof Promise)) return done(this, req, r);
     this.#inflight.set(req.unique, req);
     r.then((v) => {
@@ -345,7 +349,7 @@ export class FuseSession {
   }
 
   /** @internal Marks `req` as in flight until `p` settles (for requests that settle themselves). */
-  track(req: Request, p: Promise<unknown>): void {
+  track(req: FuseRequest, p: Promise<unknown>): void {
     this.#inflight.set(req.unique, req);
     p.finally(() => this.#inflight.delete(req.unique));
   }
@@ -356,7 +360,7 @@ export class FuseSession {
   }
 
   /** @internal Answers `req` with the errno for `err`. */
-  fail(req: Request, err: unknown): void {
+  fail(req: FuseRequest, err: unknown): void {
     const [errno, unexpected] = errnoOf(err);
     if (unexpected) {
       this.log.warn("filesystem operation failed", {
@@ -369,13 +373,13 @@ export class FuseSession {
   }
 
   /** @internal Answers `req` with `-errno`. */
-  replyError(req: Request, errno: number): void {
+  replyError(req: FuseRequest, errno: number): void {
     writeOutHeader(this.out.view, OUT_HEADER_SIZE, -errno, req.unique);
     this.send(req, this.out, OUT_HEADER_SIZE);
   }
 
   /** @internal Answers `req` with the payload already in `this.out` after the header. */
-  replyOut(req: Request, payloadLen: number): boolean {
+  replyOut(req: FuseRequest, payloadLen: number): boolean {
     writeOutHeader(this.out.view, OUT_HEADER_SIZE + payloadLen, 0, req.unique);
     return this.send(req, this.out, OUT_HEADER_SIZE + payloadLen);
   }
@@ -386,7 +390,7 @@ export class FuseSession {
    * into the waiting request and wakes the caller), and writing at once lets every reply be built
    * in one shared buffer. Returns false when the kernel no longer wanted it.
    */
-  send(req: Request, s: Slab, len: number): boolean {
+  send(req: FuseRequest, s: Slab, len: number): boolean {
     req.done = true;
     if (this.config.debug) {
       const error = s.view.getInt32(4, true);
