@@ -147,6 +147,7 @@ export const mountCommand: Command = {
         cache,
         scheduler: new BackgroundScheduler(config.max_concurrency, 5000),
         log,
+        minFetchBytes: config.blob.chunk_size,
       });
       const mount = await mountLayer(layer, mountpoint, {
         attrTimeoutSec: config.fuse.attr_timeout,

@@ -56,8 +56,6 @@ export const UNIMPLEMENTED_KEYS: Readonly<Record<string, string>> = {
   "directory_cache.sync_add": "the chunk cache is configured in [cache]",
   "directory_cache.direct": "the chunk cache is configured in [cache]",
   "directory_cache.fadv_dontneed": "the chunk cache is configured in [cache]",
-  "blob.chunk_size":
-    "range requests follow each layer's own chunk extents (batched per read), not a fixed size",
   "fuse.passthrough": "FUSE passthrough is not implemented",
   "fuse.merge_buffer_size": "FUSE passthrough is not implemented",
   "fuse.merge_worker_count": "FUSE passthrough is not implemented",

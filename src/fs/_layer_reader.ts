@@ -23,6 +23,8 @@ interface Extent {
   start: number;
   end: number;
   chunks: Chunk[];
+  /** Position in the sorted extent list. */
+  index: number;
 }
 
 /** Ranges adjacent in the blob are fetched as one range; this caps one merged range. */
@@ -39,11 +41,17 @@ export class LayerReader {
   #activeReads = 0;
   #lastReadAt = 0;
 
+  /**
+   * @param minFetchBytes a miss also fetches the extents that follow it in the blob until the
+   *   range holds this many bytes (`[blob] chunk_size`): the small files packed next to each other
+   *   in a layer then arrive together, and the registry answers one request instead of many.
+   */
   constructor(
     readonly blob: EstargzBlob,
     readonly source: RangeSource,
     readonly cache: ChunkCache,
     readonly layerDigest: string,
+    readonly minFetchBytes = 0,
   ) {
     const byStart = new Map<number, Extent>();
     for (const [path, node] of blob.nodes()) {
@@ -51,7 +59,7 @@ export class LayerReader {
       for (const c of blob.chunks(path)) {
         let ext = byStart.get(c.compressedOffset);
         if (!ext) {
-          ext = { start: c.compressedOffset, end: c.compressedEnd, chunks: [] };
+          ext = { start: c.compressedOffset, end: c.compressedEnd, chunks: [], index: 0 };
           byStart.set(c.compressedOffset, ext);
         }
         ext.chunks.push(c);
@@ -59,6 +67,7 @@ export class LayerReader {
       }
     }
     this.#extents = [...byStart.values()].sort((a, b) => a.start - b.start);
+    this.#extents.forEach((e, i) => (e.index = i));
     // The footer and TOC were fetched to open the blob.
     this.fetched.add(blob.tocOffset, source.size);
   }
@@ -135,7 +144,14 @@ export class LayerReader {
       if (!out[i]) missing.add(this.#extentOf.get(c)!);
     });
     if (missing.size === 0) return out as Uint8Array[];
-    const extentBytes = this.#fetchExtents([...missing]);
+    const wanted = [...missing];
+    const ahead = this.#readAhead(wanted);
+    const extentBytes = this.#fetchExtents([...wanted, ...ahead]);
+    for (const e of ahead) {
+      // Neighbours are decoded into the cache after the read is answered; a bad one only
+      // fails when something reads it.
+      extentBytes.get(e)!.then((bytes) => this.#decodeAndStore(e, bytes)).catch(() => {});
+    }
     await Promise.all(chunks.map(async (c, i) => {
       if (out[i]) return;
       const ext = this.#extentOf.get(c)!;
@@ -163,6 +179,29 @@ export class LayerReader {
       if (c === want) result = data;
     }
     return result;
+  }
+
+  /**
+   * The uncached, not-in-flight extents that directly follow `wanted` ones, until each range
+   * reaches {@link minFetchBytes}.
+   */
+  #readAhead(wanted: readonly Extent[]): Extent[] {
+    if (this.minFetchBytes <= 0) return [];
+    const taken = new Set(wanted);
+    const extra: Extent[] = [];
+    for (const w of [...wanted].sort((a, b) => a.start - b.start)) {
+      let end = w.end;
+      for (let i = w.index + 1; i < this.#extents.length; i++) {
+        const e = this.#extents[i];
+        if (end - w.start >= this.minFetchBytes || e.end - w.start > this.minFetchBytes) break;
+        if (e.start !== end || this.#inflight.has(e.start)) break;
+        end = e.end;
+        if (taken.has(e) || e.chunks.every((c) => this.cache.has(this.keyOf(c)))) continue;
+        taken.add(e);
+        extra.push(e);
+      }
+    }
+    return extra;
   }
 
   /** Starts (or joins) the fetch of each extent; adjacent extents share one range. */

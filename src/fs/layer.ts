@@ -32,6 +32,8 @@ export interface LayerOptions {
   cache: ChunkCache;
   scheduler: BackgroundScheduler;
   log: Logger;
+  /** Smallest range a miss fetches (`[blob] chunk_size`); 0 fetches only what is read. */
+  minFetchBytes?: number;
 }
 
 /**
@@ -63,7 +65,13 @@ export class Layer {
     const tree = new LayerTree(
       blob.toc.entries.map((e) => ({ ...e, name: cleanEntryName(e.name) })),
     );
-    const reader = new LayerReader(blob, opts.source, opts.cache, opts.digest);
+    const reader = new LayerReader(
+      blob,
+      opts.source,
+      opts.cache,
+      opts.digest,
+      opts.minFetchBytes ?? 0,
+    );
     return new Layer(
       opts.digest,
       blob,

@@ -53,6 +53,7 @@ class CountingSource implements RangeSource {
 async function open(
   blobPath: string,
   cacheName: string,
+  minFetchBytes = 0,
 ): Promise<{ reader: LayerReader; source: CountingSource; blob: EstargzBlob }> {
   const br = await fileBlobReader(blobPath);
   handles.push(br);
@@ -62,7 +63,11 @@ async function open(
     maxDiskBytes: 0,
     maxMemoryBytes: 8 << 20,
   });
-  return { reader: new LayerReader(blob, source, cache, "sha256:" + "0".repeat(64)), source, blob };
+  return {
+    reader: new LayerReader(blob, source, cache, "sha256:" + "0".repeat(64), minFetchBytes),
+    source,
+    blob,
+  };
 }
 
 before(() => {
@@ -75,7 +80,7 @@ before(() => {
   files.set("exact", pseudoRandom(65536, 2));
   for (let i = 0; i < 20; i++) files.set(`d/f${i}`, pseudoRandom(100 + i * 37, 10 + i));
   for (const [p, data] of files) fs.writeFileSync(path.join(root, p), data);
-  execFileSync("tar", ["-C", root, "-cf", path.join(tmp, "layer.tar"), "."]);
+  execFileSync("tar", ["--sort=name", "-C", root, "-cf", path.join(tmp, "layer.tar"), "."]);
 });
 after(async () => {
   for (const h of handles) await h.close();
@@ -123,6 +128,23 @@ describe("LayerReader", () => {
     assert.equal(source.calls[0].length, 1, "adjacent extents merge into one range");
     await reader.read("big", big.length, 1000, 200_000);
     assert.equal(source.calls.length, 1, "cached");
+  });
+
+  it("fetches the small files that follow a miss in the same request (minFetchBytes)", async () => {
+    const { reader, source } = await open(await makeBlob("ahead"), "cache-ahead", 1 << 20);
+    const sizes = [...files].filter(([p]) => p.startsWith("d/f"));
+    await reader.read(sizes[0][0], sizes[0][1].length, 0, 10);
+    assert.equal(source.calls.length, 1);
+    // Let the neighbours' decoding into the cache finish.
+    await new Promise((r) => setTimeout(r, 100));
+    for (const [p, data] of sizes) same(await reader.read(p, data.length, 0, data.length), data, p);
+    assert.equal(source.calls.length, 1, "the neighbours came with the first request");
+    const { reader: plain, source: plainSource } = await open(
+      await makeBlob("no-ahead"),
+      "cache-no-ahead",
+    );
+    for (const [p, data] of sizes.slice(0, 3)) await plain.read(p, data.length, 0, 10);
+    assert.equal(plainSource.calls.length, 3, "without it, each file is its own request");
   });
 
   it("shares one fetch among concurrent readers of the same chunk", async () => {

@@ -126,6 +126,7 @@ export class LayerFileSystem {
       cache: this.cache,
       scheduler: this.scheduler,
       log: this.opts.log,
+      minFetchBytes: this.opts.config.blob.chunk_size,
     });
     return {
       layer,
