@@ -19,6 +19,9 @@ const HIDDEN_ROOT_NAMES = new Set([
 ]);
 /** The xattr overlayfs reads to tell an opaque directory. */
 export const OPAQUE_XATTR = "trusted.overlay.opaque";
+const OPAQUE_VALUE = new TextEncoder().encode("y");
+/** Shared by every node without xattrs: 100k empty maps would cost megabytes. */
+const NO_XATTRS: ReadonlyMap<string, Uint8Array> = new Map();
 /** st_blocks counts 512-byte units; sizes are rounded up to 4 KiB blocks like a disk would. */
 const BLOCK_SIZE = 4096;
 
@@ -50,7 +53,8 @@ export interface LayerNode {
   rdevMajor: number;
   rdevMinor: number;
   linkName: string;
-  xattrs: Map<string, Uint8Array>;
+  /** Extended attributes; nodes without any share one empty, read-only map. */
+  xattrs: ReadonlyMap<string, Uint8Array>;
   /** Path of the regular file's TOC entry, for chunk lookups (first name of a hardlinked file). */
   path: string;
   /** Children in TOC order, for directories. */
@@ -136,7 +140,7 @@ export class LayerTree {
       if (parentPath === "" && HIDDEN_ROOT_NAMES.has(base)) continue;
       const parent = dirOf(parentPath);
       if (base === OPAQUE_MARKER) {
-        parent.xattrs.set(OPAQUE_XATTR, new TextEncoder().encode("y"));
+        parent.xattrs = new Map([...parent.xattrs, [OPAQUE_XATTR, OPAQUE_VALUE]]);
         continue;
       }
       if (base.startsWith(WHITEOUT_PREFIX)) {
@@ -202,7 +206,7 @@ export class LayerTree {
       rdevMajor: 0,
       rdevMinor: 0,
       linkName: "",
-      xattrs: new Map(),
+      xattrs: NO_XATTRS,
       path,
     };
     this.#nodes.push(node);
@@ -218,8 +222,9 @@ export class LayerTree {
     node.rdevMinor = e.devMinor ?? 0;
     node.linkName = e.linkName ?? "";
     const keep = node.xattrs.get(OPAQUE_XATTR);
-    node.xattrs = decodeXattrs(e.xattrs);
-    if (keep) node.xattrs.set(OPAQUE_XATTR, keep);
+    const decoded = decodeXattrs(e.xattrs);
+    if (keep) decoded.set(OPAQUE_XATTR, keep);
+    node.xattrs = decoded.size > 0 ? decoded : NO_XATTRS;
     if ((node.mode & S_IFMT) === S_IFREG) node.size = e.size ?? 0;
     else if ((node.mode & S_IFMT) === S_IFLNK) {
       node.size = new TextEncoder().encode(node.linkName).length;
