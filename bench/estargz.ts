@@ -23,61 +23,10 @@ import {
   type TocEntry,
 } from "../src/estargz/mod.ts";
 import { median, printResult, printTable } from "./_result.ts";
+import { sampleTree } from "./_rootfs.ts";
 
 const sizeMb = Number(process.argv[2] ?? process.env.STARGZ_BENCH_MB ?? 100);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "estargz-bench-"));
-
-/**
- * Picks entries under `roots` so that their regular files add up to about `limit` bytes, sampled
- * evenly by size across the whole tree (a realistic mix of small and large files), plus the
- * directories that hold them and the symlinks beside them.
- */
-function pickFiles(roots: string[], limit: number): string[] {
-  const files: { p: string; size: number }[] = [];
-  const links: string[] = [];
-  const walk = (dir: string): void => {
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir).sort();
-    } catch {
-      return;
-    }
-    for (const n of names) {
-      const p = path.join(dir, n);
-      let st: fs.Stats;
-      try {
-        st = fs.lstatSync(p);
-      } catch {
-        continue;
-      }
-      if (st.isDirectory()) walk(p);
-      else if (st.isSymbolicLink()) links.push(p);
-      else if (st.isFile()) files.push({ p, size: st.size });
-    }
-  };
-  for (const r of roots) walk(r);
-  const total = files.reduce((n, f) => n + f.size, 0);
-  const share = Math.min(1, limit / Math.max(1, total));
-  const picked = new Set<string>();
-  let budget = 0;
-  for (const f of files) {
-    budget += f.size * share;
-    if (budget < f.size) continue;
-    try {
-      fs.accessSync(f.p, fs.constants.R_OK);
-    } catch {
-      continue;
-    }
-    budget -= f.size;
-    picked.add(f.p);
-  }
-  const dirs = new Set<string>();
-  for (const p of [...picked, ...links]) {
-    for (let d = path.dirname(p); d !== "/" && !dirs.has(d); d = path.dirname(d)) dirs.add(d);
-  }
-  const linksNear = links.filter((l) => dirs.has(path.dirname(l)));
-  return [...[...dirs].sort(), ...picked, ...linksNear];
-}
 
 function seconds(fn: () => void): number {
   const t = performance.now();
@@ -138,7 +87,8 @@ function syntheticBlob(n: number): Uint8Array {
 
 try {
   // 1. conversion
-  const list = pickFiles(["/usr/lib", "/usr/bin", "/usr/share", "/usr/libexec"], sizeMb << 20);
+  const list =
+    sampleTree(["/usr/lib", "/usr/bin", "/usr/share", "/usr/libexec"], sizeMb << 20).entries;
   const listFile = path.join(work, "files");
   fs.writeFileSync(listFile, list.map((p) => p.slice(1)).join("\n") + "\n");
   const tarFile = path.join(work, "layer.tar");

@@ -29,6 +29,7 @@ import { isMounted } from "../test/_layer.ts";
 import { startRegistry } from "../test/_registry.ts";
 import type { TestRegistry } from "../test/_registry.ts";
 import { median, printResult, printTable } from "./_result.ts";
+import { sampleTree } from "./_rootfs.ts";
 
 const ROOTFS_MB = Number(process.env.STARGZ_BENCH_ROOTFS_MB ?? 100);
 const ENTRIES = Number(process.env.STARGZ_BENCH_ENTRIES ?? 100_000);
@@ -150,73 +151,6 @@ function registryPid(dir: string): number {
   throw new Error("registry process not found");
 }
 
-/**
- * Regular files under `roots` adding up to about `limit` bytes: the largest file of at most
- * `bigMax` bytes, then files sampled evenly by size across the tree (a realistic mix of small
- * and large files), plus their directories and the symlinks beside them. Paths without the
- * leading slash, for `tar -C /`.
- */
-function pickRootfs(roots: string[], limit: number, bigMax: number): {
-  entries: string[];
-  big: string;
-} {
-  const files: { p: string; size: number }[] = [];
-  const links: string[] = [];
-  const walk = (dir: string): void => {
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir).sort();
-    } catch {
-      return;
-    }
-    for (const n of names) {
-      const p = path.join(dir, n);
-      let st: fs.Stats;
-      try {
-        st = fs.lstatSync(p);
-      } catch {
-        continue;
-      }
-      if (st.isDirectory()) walk(p);
-      else if (st.isSymbolicLink()) links.push(p);
-      else if (st.isFile() && readable(p)) files.push({ p, size: st.size });
-    }
-  };
-  for (const r of roots) walk(r);
-  let big = files[0];
-  for (const f of files) if (f.size <= bigMax && f.size > big.size) big = f;
-  const rest = limit - big.size;
-  const total = files.reduce((n, f) => n + f.size, 0) - big.size;
-  const share = Math.min(1, rest / Math.max(1, total));
-  const picked = new Set<string>([big.p]);
-  let budget = 0;
-  for (const f of files) {
-    if (f === big) continue;
-    budget += f.size * share;
-    if (budget < f.size) continue;
-    budget -= f.size;
-    picked.add(f.p);
-  }
-  const dirs = new Set<string>();
-  for (const p of picked) {
-    for (let d = path.dirname(p); d !== "/" && !dirs.has(d); d = path.dirname(d)) dirs.add(d);
-  }
-  const linksNear = links.filter((l) => dirs.has(path.dirname(l)));
-  return {
-    entries: [...[...dirs].sort(), ...picked, ...linksNear].map((p) => p.slice(1)),
-    big: big.p.slice(1),
-  };
-}
-
-function readable(p: string): boolean {
-  try {
-    fs.accessSync(p, fs.constants.R_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** A tree of `n` entries (including its root): directories of FILES_PER_DIR tiny files. */
 function makeManyEntries(dir: string, n: number): void {
   fs.mkdirSync(dir);
@@ -323,7 +257,9 @@ try {
   reg = await startRegistry();
 
   // Layers: a rootfs sampled from /usr, and a tree of ENTRIES tiny entries.
-  const rootfs = pickRootfs(ROOTS, ROOTFS_MB * 1e6, Math.min(BIG_FILE_MAX, ROOTFS_MB * 1e6 / 4));
+  const sampled = sampleTree(ROOTS, ROOTFS_MB * 1e6, Math.min(BIG_FILE_MAX, ROOTFS_MB * 1e6 / 4));
+  // Paths without the leading slash, for `tar -C /`.
+  const rootfs = { entries: sampled.entries.map((p) => p.slice(1)), big: sampled.big!.slice(1) };
   const listFile = path.join(work, "rootfs.list");
   fs.writeFileSync(listFile, rootfs.entries.join("\0") + "\0");
   const rootfsTar = path.join(work, "rootfs.tar");

@@ -16,19 +16,10 @@ import {
   S_IFIFO,
 } from "../src/fuse/mod.ts";
 import { Cleanup, ok, sh, tempDir } from "./_fuse.ts";
+import { testBytes } from "./_registry.ts";
 
-/** Deterministic pseudo-random bytes. */
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** Deterministic pseudo-random bytes (the registry harness' generator). */
+const bytes = testBytes;
 
 function sha256(b: Uint8Array): string {
   return createHash("sha256").update(b).digest("hex");
