@@ -35,8 +35,6 @@ export class LayerFuseFs implements FileSystem {
   readonly #stateDirId: number;
   readonly #stateFileId: number;
   readonly #stateFileName: string;
-  /** Parent of each directory (for ".."). */
-  readonly #parents = new Map<number, number>();
   /** Child names per directory, for cookie-based listing. */
   readonly #names = new Map<number, string[]>();
 
@@ -45,16 +43,6 @@ export class LayerFuseFs implements FileSystem {
     this.#stateDirId = tree.size + 1;
     this.#stateFileId = tree.size + 2;
     this.#stateFileName = `${layer.digest}.json`;
-    const walk = (dir: LayerNode): void => {
-      for (const child of dir.children!.values()) {
-        if (child.children && !this.#parents.has(child.id)) {
-          this.#parents.set(child.id, dir.id);
-          walk(child);
-        }
-      }
-    };
-    this.#parents.set(tree.root.id, tree.root.id);
-    walk(tree.root);
   }
 
   #node(id: NodeId): LayerNode {
@@ -193,7 +181,7 @@ export class LayerFuseFs implements FileSystem {
       let ok: boolean;
       if (i === 0) ok = sink.add(".", 1, { node, attr: this.#attr(dir) });
       else if (i === 1) {
-        const parent = this.#node(this.#parents.get(node) ?? node);
+        const parent = this.#node(dir.parentId ?? node);
         ok = sink.add("..", 2, { node: parent.id, attr: this.#attr(parent) });
       } else {
         const child = dir.children.get(names[i - 2])!;

@@ -10,7 +10,6 @@ import type { ChunkCache } from "./_chunk_cache.ts";
 import { LayerReader } from "./_layer_reader.ts";
 import type { RangeSource } from "./_layer_reader.ts";
 import { LayerTree } from "./_tree.ts";
-import { cleanEntryName } from "../estargz/mod.ts";
 
 /** The state file's JSON, as the Go snapshotter writes it. */
 export interface LayerState {
@@ -62,9 +61,7 @@ export class Layer {
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
   static async open(opts: LayerOptions): Promise<Layer> {
     const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
-    const tree = new LayerTree(
-      blob.toc.entries.map((e) => ({ ...e, name: cleanEntryName(e.name) })),
-    );
+    const tree = new LayerTree(blob);
     const reader = new LayerReader(
       blob,
       opts.source,
@@ -124,14 +121,9 @@ export class Layer {
    * before `.prefetch.landmark`, else `defaultSize` (bounded by the data region).
    */
   prefetchSize(defaultSize: number): number {
-    const root = this.blob.toc.entries;
-    let landmarkOffset: number | undefined;
-    for (const e of root) {
-      const name = e.name.replace(/^\.\//, "");
-      if (name === NO_PREFETCH_LANDMARK) return 0;
-      if (name === PREFETCH_LANDMARK) landmarkOffset = e.offset ?? 0;
-    }
-    if (landmarkOffset !== undefined) return landmarkOffset;
+    if (this.blob.entry(NO_PREFETCH_LANDMARK)) return 0;
+    const landmark = this.blob.entry(PREFETCH_LANDMARK);
+    if (landmark) return landmark.entry?.offset ?? 0;
     return Math.min(Math.max(0, defaultSize), this.reader.dataSize);
   }
 

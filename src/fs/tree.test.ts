@@ -10,13 +10,45 @@ import {
   S_IFMT,
   S_IFREG,
 } from "./_tree.ts";
-import type { TreeEntry } from "./_tree.ts";
+import { gzipSync } from "node:zlib";
+import { encodeGzipFooter, encodeToc, openBlob } from "../estargz/mod.ts";
+import type { TocEntry } from "../estargz/mod.ts";
+
+const DATA = 4096;
+
+/**
+ * A tree over a real blob whose TOC holds `entries` (file contents are never read, so the data
+ * region is zeros; regular files get distinct offsets in it).
+ */
+async function treeOf(entries: TocEntry[]): Promise<LayerTree> {
+  let next = 0;
+  const withOffsets = entries.map((e) =>
+    e.type === "reg" && (e.size ?? 0) > 0 && e.offset === undefined
+      ? { ...e, offset: next += 16 }
+      : e
+  );
+  const json = encodeToc({ version: 1, entries: withOffsets });
+  const header = new Uint8Array(512);
+  header.set(new TextEncoder().encode("stargz.index.json"));
+  header.set(new TextEncoder().encode(json.length.toString(8).padStart(11, "0")), 124);
+  const tar = Buffer.concat([
+    header,
+    json,
+    new Uint8Array((512 - (json.length % 512)) % 512 + 1024),
+  ]);
+  const bytes = Buffer.concat([new Uint8Array(DATA), gzipSync(tar), encodeGzipFooter(DATA)]);
+  const blob = await openBlob({
+    size: bytes.length,
+    read: (o, l) => Promise.resolve(bytes.subarray(o, o + l)),
+  });
+  return new LayerTree(blob);
+}
 
 const names = (t: LayerTree, p: string): string[] => [...(t.lookupPath(p)?.children?.keys() ?? [])];
 
 describe("LayerTree", () => {
-  it("keeps TOC order, implies missing parents and hides the format's own entries", () => {
-    const t = new LayerTree([
+  it("keeps TOC order, implies missing parents and hides the format's own entries", async () => {
+    const t = await treeOf([
       { name: ".no.prefetch.landmark", type: "reg", size: 1 },
       { name: "b", type: "reg", size: 3, mode: 0o644 },
       { name: "a/deep/x", type: "reg", size: 1 },
@@ -33,8 +65,8 @@ describe("LayerTree", () => {
     assert.equal(t.root.nlink, 3);
   });
 
-  it("maps modes, links, devices, mtimes, xattrs and blocks", () => {
-    const t = new LayerTree(
+  it("maps modes, links, devices, mtimes, xattrs and blocks", async () => {
+    const t = await treeOf(
       [
         {
           name: "f",
@@ -46,7 +78,7 @@ describe("LayerTree", () => {
         },
         { name: "l", type: "symlink", linkName: "f/ü" },
         { name: "c", type: "char", devMajor: 1, devMinor: 3, mode: 0o666 },
-      ] satisfies TreeEntry[],
+      ] satisfies TocEntry[],
     );
     const f = t.lookupPath("f")!;
     assert.equal(f.mode, S_IFREG | 0o4755);
@@ -60,8 +92,8 @@ describe("LayerTree", () => {
     assert.deepEqual([c.mode, c.rdevMajor, c.rdevMinor], [S_IFCHR | 0o666, 1, 3]);
   });
 
-  it("shares one node among hardlinks and counts links", () => {
-    const t = new LayerTree([
+  it("shares one node among hardlinks and counts links", async () => {
+    const t = await treeOf([
       { name: "x", type: "reg", size: 2 },
       { name: "d/y", type: "hardlink", linkName: "x" },
       { name: "z", type: "hardlink", linkName: "d/y" },
@@ -73,8 +105,8 @@ describe("LayerTree", () => {
     assert.equal(x.path, "x");
   });
 
-  it("serves whiteouts as 0:0 character devices and opaque markers as xattrs", () => {
-    const t = new LayerTree([
+  it("serves whiteouts as 0:0 character devices and opaque markers as xattrs", async () => {
+    const t = await treeOf([
       { name: "etc", type: "dir", mode: 0o755 },
       { name: "etc/.wh.passwd", type: "reg" },
       { name: "etc/.wh.group", type: "reg" },
@@ -98,8 +130,8 @@ describe("LayerTree", () => {
     assert.equal(names(t, "var").length, 0);
   });
 
-  it("lets a later entry of the same name win", () => {
-    const t = new LayerTree([
+  it("lets a later entry of the same name win", async () => {
+    const t = await treeOf([
       { name: "a", type: "reg", size: 1 },
       { name: "b", type: "reg", size: 1 },
       { name: "a", type: "symlink", linkName: "b" },
@@ -108,10 +140,10 @@ describe("LayerTree", () => {
     assert.equal(t.lookupPath("a")!.linkName, "b");
   });
 
-  it("gives stable ids from 1 (the root)", () => {
-    const entries = [{ name: "a", type: "reg" }, { name: "b", type: "dir" }];
-    const t1 = new LayerTree(entries);
-    const t2 = new LayerTree(entries);
+  it("gives stable ids from 1 (the root)", async () => {
+    const entries: TocEntry[] = [{ name: "a", type: "reg" }, { name: "b", type: "dir" }];
+    const t1 = await treeOf(entries);
+    const t2 = await treeOf(entries);
     assert.equal(t1.root.id, 1);
     assert.equal(t1.node(1), t1.root);
     assert.equal(t1.lookupPath("b")!.id, t2.lookupPath("b")!.id);
