@@ -23,6 +23,11 @@ export class MemoryLru {
     return v;
   }
 
+  /** True when `key` is held (without marking it used). */
+  has(key: string): boolean {
+    return this.#entries.has(key);
+  }
+
   /** Stores a chunk; chunks larger than a quarter of the bound are not kept in memory. */
   set(key: string, value: Uint8Array): void {
     if (value.length > this.maxBytes / 4) return;
@@ -123,9 +128,9 @@ export class ChunkCache {
     return path.join(this.dir, key.slice(0, 2), key);
   }
 
-  /** True when the chunk is cached (in memory or on disk). */
+  /** True when the chunk is cached (in memory or on disk); does not count as a use. */
   has(key: string): boolean {
-    return this.#disk.has(key) || this.#memory.get(key) !== undefined;
+    return this.#disk.has(key) || this.#memory.has(key);
   }
 
   /** The cached chunk, or undefined. Bytes were verified before they were stored. */

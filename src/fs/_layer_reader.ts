@@ -38,8 +38,6 @@ export class LayerReader {
   readonly #extents: Extent[];
   readonly #extentOf = new Map<Chunk, Extent>();
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
-  #activeReads = 0;
-  #lastReadAt = 0;
 
   /**
    * @param minFetchBytes a miss also fetches the extents that follow it in the blob until the
@@ -82,42 +80,31 @@ export class LayerReader {
       .digest("hex");
   }
 
-  /** True while on-demand reads are running or ran within `quietMs`. */
-  busy(quietMs: number): boolean {
-    return this.#activeReads > 0 || Date.now() - this.#lastReadAt < quietMs;
-  }
-
   /** Reads `length` bytes at `offset` of the regular file `path` (short at end of file). */
   async read(path: string, size: number, offset: number, length: number): Promise<Uint8Array> {
     const end = Math.min(size, offset + length);
     if (offset >= end) return new Uint8Array(0);
-    this.#activeReads++;
-    try {
-      const chunks = this.#chunksIn(path, offset, end);
-      let covered = offset;
-      for (const c of chunks) {
-        if (c.chunkOffset <= covered) covered = Math.max(covered, c.chunkOffset + c.chunkSize);
-      }
-      if (covered < end) {
-        throw new Error(`${path}: no chunk holds bytes ${covered}..${end} of the file`);
-      }
-      const datas = await this.#load(chunks);
-      if (chunks.length === 1) {
-        const c = chunks[0];
-        return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
-      }
-      const out = new Uint8Array(end - offset);
-      for (let i = 0; i < chunks.length; i++) {
-        const c = chunks[i];
-        const from = Math.max(offset, c.chunkOffset);
-        const to = Math.min(end, c.chunkOffset + c.chunkSize);
-        out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
-      }
-      return out;
-    } finally {
-      this.#activeReads--;
-      this.#lastReadAt = Date.now();
+    const chunks = this.#chunksIn(path, offset, end);
+    let covered = offset;
+    for (const c of chunks) {
+      if (c.chunkOffset <= covered) covered = Math.max(covered, c.chunkOffset + c.chunkSize);
     }
+    if (covered < end) {
+      throw new Error(`${path}: no chunk holds bytes ${covered}..${end} of the file`);
+    }
+    const datas = await this.#load(chunks);
+    if (chunks.length === 1) {
+      const c = chunks[0];
+      return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
+    }
+    const out = new Uint8Array(end - offset);
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i];
+      const from = Math.max(offset, c.chunkOffset);
+      const to = Math.min(end, c.chunkOffset + c.chunkSize);
+      out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
+    }
+    return out;
   }
 
   #chunksIn(path: string, start: number, end: number): Chunk[] {
