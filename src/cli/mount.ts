@@ -6,7 +6,16 @@ import * as path from "node:path";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import type { BlobReader } from "../estargz/mod.ts";
 import { fileBlobReader } from "../estargz/mod.ts";
-import { BackgroundScheduler, ChunkCache, Layer, mountLayer, rangeSourceOf } from "../fs/mod.ts";
+import {
+  backgroundScheduler,
+  cacheOptions,
+  ChunkCache,
+  Layer,
+  mountLayer,
+  mountOptions,
+  rangeSourceOf,
+  startFetching,
+} from "../fs/mod.ts";
 import type { RangeSource } from "../fs/mod.ts";
 import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
@@ -136,32 +145,24 @@ export const mountCommand: Command = {
       ? await fs.mkdtemp(path.join(os.tmpdir(), "stargz-mount-cache-"))
       : undefined;
     try {
-      const cache = await ChunkCache.open(tmpCache ?? str(flags, "cache-dir")!, {
-        maxDiskBytes: config.cache.max_size,
-        maxMemoryBytes: config.cache.memory_size,
-      });
+      const cache = await ChunkCache.open(
+        tmpCache ?? str(flags, "cache-dir")!,
+        cacheOptions(config),
+      );
       const layer = await Layer.open({
         digest,
         source: blob,
         expectedTocDigest: tocDigest,
         cache,
-        scheduler: new BackgroundScheduler(config.max_concurrency, 5000),
+        scheduler: backgroundScheduler(config),
         log,
         minFetchBytes: config.blob.chunk_size,
       });
-      const mount = await mountLayer(layer, mountpoint, {
-        attrTimeoutSec: config.fuse.attr_timeout,
-        entryTimeoutSec: config.fuse.entry_timeout,
-        debug: config.debug,
-        log,
+      const mount = await mountLayer(layer, mountpoint, mountOptions(config, log));
+      startFetching(layer, config, {
+        prefetch: !bool(flags, "no-prefetch"),
+        background: !bool(flags, "no-background-fetch"),
       });
-      if (!bool(flags, "no-prefetch") && !config.noprefetch) {
-        layer.startPrefetch(
-          layer.prefetchSize(config.prefetch_size),
-          config.blob.prefetch_chunk_size,
-        );
-      }
-      if (!bool(flags, "no-background-fetch")) layer.startBackgroundFetch();
       log.info("mounted", { source, mountpoint, layer: digest, tocDigest: layer.blob.tocDigest });
       const why = await untilStopped(mount.closed);
       log.info("unmounting", { reason: why });

@@ -13,8 +13,9 @@ import {
   SKIP_VERIFY_LABEL,
   TOC_DIGEST_LABEL,
 } from "../labels/mod.ts";
-import { BackgroundScheduler } from "./_background.ts";
+import type { BackgroundScheduler } from "./_background.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
+import { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 import { mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
 import { Layer } from "./layer.ts";
@@ -24,10 +25,8 @@ export { ChunkCache, type ChunkCacheStats } from "./_chunk_cache.ts";
 export { BackgroundScheduler } from "./_background.ts";
 export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fuse.ts";
 export { rangeSourceOf } from "./_local_source.ts";
+export { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 export type { RangeSource } from "./_layer_reader.ts";
-
-/** Silence period of background work after an on-demand read (as upstream). */
-const BACKGROUND_SILENCE_MS = 5000;
 
 /** A layer that cannot be mounted remotely; the message says why (the snapshotter logs it). */
 export class LayerMountError extends Error {
@@ -76,12 +75,8 @@ export class LayerFileSystem {
 
   /** Opens the chunk cache and the background scheduler. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
-    const cache = await ChunkCache.open(path.join(opts.root, "cache"), {
-      maxDiskBytes: opts.config.cache.max_size,
-      maxMemoryBytes: opts.config.cache.memory_size,
-    });
-    const scheduler = new BackgroundScheduler(opts.config.max_concurrency, BACKGROUND_SILENCE_MS);
-    return new LayerFileSystem(opts, cache, scheduler);
+    const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
+    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
   }
 
   #verification(labels: Record<string, string>): string | undefined {
@@ -154,13 +149,12 @@ export class LayerFileSystem {
       ) continue;
       // The TOC digest of a neighbour is unknown here: it is checked when its Prepare arrives.
       const p = this.#open(ref, d, undefined);
-      p.then((r) => {
-        // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
-        // the digests in their TOC, and their TOC against the label when their Prepare comes.
-        if (!c.noprefetch) {
-          r.layer.startPrefetch(r.layer.prefetchSize(c.prefetch_size), c.blob.prefetch_chunk_size);
-        }
-      }, () => this.#resolved.delete(d));
+      // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
+      // the digests in their TOC, and their TOC against the label when their Prepare comes.
+      p.then(
+        (r) => startFetching(r.layer, c, { background: false }),
+        () => this.#resolved.delete(d),
+      );
       this.#resolved.set(d, p);
     }
   }
@@ -176,22 +170,15 @@ export class LayerFileSystem {
     const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
     let mount: LayerMount;
     try {
-      mount = await mountLayer(layer, mountpoint, {
-        attrTimeoutSec: c.fuse.attr_timeout,
-        entryTimeoutSec: c.fuse.entry_timeout,
-        debug: c.debug,
-        log,
-      });
+      mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
     } catch (err) {
       layer.close();
       throw err;
     }
-    let prefetch = 0;
-    if (!c.noprefetch) {
-      const label = Number(labels[PREFETCH_SIZE_LABEL]);
-      prefetch = layer.prefetchSize(Number.isFinite(label) && label > 0 ? label : c.prefetch_size);
-      layer.startPrefetch(prefetch, c.blob.prefetch_chunk_size);
-    }
+    const label = Number(labels[PREFETCH_SIZE_LABEL]);
+    const prefetch = startFetching(layer, c, {
+      prefetchSize: Number.isFinite(label) && label > 0 ? label : undefined,
+    });
     // Upstream: a prefetch larger than prefetch_async_size runs without holding up the mount.
     const waitPrefetch = c.prefetch_async_size === 0 || prefetch <= c.prefetch_async_size;
     this.#mounts.set(mountpoint, {
@@ -209,7 +196,6 @@ export class LayerFileSystem {
         layer.close();
       }
     });
-    if (!c.no_background_fetch) layer.startBackgroundFetch();
     log.info("layer mounted", {
       mountpoint,
       tocDigest: layer.blob.tocDigest,
