@@ -12,11 +12,11 @@ export {
   UnavailableError,
 } from "./errors.ts";
 export { type FieldLookup, type Filter, parseFilters } from "./filter.ts";
+export type { FileSystem } from "./remote.ts";
 export {
   CRI_IMAGE_LAYERS_LABEL,
   CRI_IMAGE_REF_LABEL,
   CRI_LAYER_DIGEST_LABEL,
-  type FileSystem,
   REMOTE_LABEL,
   REMOTE_LABEL_VALUE,
   REMOTE_SNAPSHOT_LOG_KEY,
@@ -27,7 +27,7 @@ export {
   STARGZ_LAYERS_LABEL,
   STARGZ_REFERENCE_LABEL,
   TARGET_SNAPSHOT_LABEL,
-} from "./remote.ts";
+} from "../labels/mod.ts";
 export {
   RestoreError,
   type RestoreFailure,

@@ -1,22 +1,8 @@
 /**
  * The cut between the snapshotter and the lazy layer filesystem: the snapshotter decides *when*
  * a layer is mounted remotely; a {@link FileSystem} decides *how* (FUSE, eStargz, registry).
+ * The labels that describe a remote layer are in `src/labels`.
  */
-export {
-  CRI_IMAGE_LAYERS_LABEL,
-  CRI_IMAGE_REF_LABEL,
-  CRI_LAYER_DIGEST_LABEL,
-  REMOTE_LABEL,
-  REMOTE_LABEL_VALUE,
-  REMOTE_SNAPSHOT_LOG_KEY,
-  REMOTE_URLS_LABEL,
-  type RemoteSource,
-  remoteSource,
-  STARGZ_DIGEST_LABEL,
-  STARGZ_LAYERS_LABEL,
-  STARGZ_REFERENCE_LABEL,
-  TARGET_SNAPSHOT_LABEL,
-} from "../labels/mod.ts";
 
 /**
  * A filesystem that can present a layer at a mount point without it being unpacked, the

@@ -16,13 +16,13 @@ import { mountPointsUnder, unmount } from "./_mounts.ts";
 import { MetaStore, type StoredSnapshot, type StoreTx } from "./_store.ts";
 import { diskUsage } from "./_usage.ts";
 import {
-  type FileSystem,
   REMOTE_LABEL,
   REMOTE_LABEL_VALUE,
   REMOTE_SNAPSHOT_LOG_KEY,
   remoteSource,
   TARGET_SNAPSHOT_LABEL,
-} from "./remote.ts";
+} from "../labels/mod.ts";
+import type { FileSystem } from "./remote.ts";
 import type { Mount, SnapshotInfo, Usage } from "./types.ts";
 
 /** Named points between the steps of Prepare, Commit and Remove (for crash tests). */
