@@ -13,15 +13,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import * as zlib from "node:zlib";
-import {
-  type BlobReader,
-  convertLayer,
-  encodeGzipFooter,
-  encodeToc,
-  openBlob,
-  type TocEntry,
-} from "../src/estargz/mod.ts";
+import { type BlobReader, convertLayer, openBlob, type TocEntry } from "../src/estargz/mod.ts";
+import { tocOnlyBlob } from "../test/estargz_fixtures.ts";
 import { median, printResult, printTable } from "./_result.ts";
 import { sampleTree } from "./_rootfs.ts";
 
@@ -69,20 +62,7 @@ function syntheticBlob(n: number): Uint8Array {
       offset += 200;
     }
   }
-  const json = encodeToc({ version: 1, entries });
-  const header = new Uint8Array(512);
-  header.set(new TextEncoder().encode("stargz.index.json"));
-  header.set(new TextEncoder().encode(json.length.toString(8).padStart(11, "0")), 124);
-  const tar = Buffer.concat([
-    header,
-    json,
-    new Uint8Array((512 - (json.length % 512)) % 512 + 1024),
-  ]);
-  return Buffer.concat([
-    new Uint8Array(offset),
-    zlib.gzipSync(tar, { level: 6 }),
-    encodeGzipFooter(offset),
-  ]);
+  return tocOnlyBlob(entries, offset);
 }
 
 try {

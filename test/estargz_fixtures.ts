@@ -3,6 +3,9 @@
  * and non-ASCII names, big ids, xattrs and sub-second mtimes) and the layer the round trips use.
  */
 import { createHash } from "node:crypto";
+import { gzipSync } from "node:zlib";
+import { encodeGzipFooter, encodeToc } from "../src/estargz/mod.ts";
+import type { TocEntry } from "../src/estargz/mod.ts";
 import { testBytes } from "./_registry.ts";
 
 /** One entry the builder writes. */
@@ -264,4 +267,25 @@ export function goFixtureLayer(): TarSpec[] {
     },
     { name: "zeros", type: "reg", data: new Uint8Array(2 * 4096 + 1), mtimeMs: t },
   ];
+}
+
+/**
+ * A gzip eStargz blob that holds only a TOC of `entries` after `dataSize` zero bytes: enough to
+ * open and index (file contents are never read). Entry offsets must point into the zeros.
+ */
+export function tocOnlyBlob(entries: readonly TocEntry[], dataSize: number): Uint8Array {
+  const json = encodeToc({ version: 1, entries: [...entries] });
+  const header = new Uint8Array(512);
+  header.set(new TextEncoder().encode("stargz.index.json"));
+  header.set(new TextEncoder().encode(json.length.toString(8).padStart(11, "0")), 124);
+  const tar = Buffer.concat([
+    header,
+    json,
+    new Uint8Array((512 - (json.length % 512)) % 512 + 1024),
+  ]);
+  return Buffer.concat([
+    new Uint8Array(dataSize),
+    gzipSync(tar, { level: 6 }),
+    encodeGzipFooter(dataSize),
+  ]);
 }

@@ -10,8 +10,8 @@ import {
   S_IFMT,
   S_IFREG,
 } from "./_tree.ts";
-import { gzipSync } from "node:zlib";
-import { encodeGzipFooter, encodeToc, openBlob } from "../estargz/mod.ts";
+import { openBlob } from "../estargz/mod.ts";
+import { tocOnlyBlob } from "../../test/estargz_fixtures.ts";
 import type { TocEntry } from "../estargz/mod.ts";
 
 const DATA = 4096;
@@ -27,16 +27,7 @@ async function treeOf(entries: TocEntry[]): Promise<LayerTree> {
       ? { ...e, offset: next += 16 }
       : e
   );
-  const json = encodeToc({ version: 1, entries: withOffsets });
-  const header = new Uint8Array(512);
-  header.set(new TextEncoder().encode("stargz.index.json"));
-  header.set(new TextEncoder().encode(json.length.toString(8).padStart(11, "0")), 124);
-  const tar = Buffer.concat([
-    header,
-    json,
-    new Uint8Array((512 - (json.length % 512)) % 512 + 1024),
-  ]);
-  const bytes = Buffer.concat([new Uint8Array(DATA), gzipSync(tar), encodeGzipFooter(DATA)]);
+  const bytes = tocOnlyBlob(withOffsets, DATA);
   const blob = await openBlob({
     size: bytes.length,
     read: (o, l) => Promise.resolve(bytes.subarray(o, o + l)),
