@@ -22,6 +22,7 @@ import type { AddressInfo } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
+import type { Digest } from "../src/registry/digest.ts";
 
 /** How clients must authenticate to the test registry. */
 export type RegistryAuthMode = "anonymous" | "basic" | "token";
@@ -382,15 +383,15 @@ export const MEDIA = {
 /** An OCI descriptor. */
 export interface TestDescriptor {
   mediaType: string;
-  digest: string;
+  digest: Digest;
   size: number;
   annotations?: Record<string, string>;
   platform?: { os: string; architecture: string; variant?: string };
 }
 
 /** `sha256:<hex>` of `data`. */
-export function sha256Digest(data: Uint8Array | string): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+export function sha256Digest(data: Uint8Array | string): Digest {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}` as Digest;
 }
 
 /** Uploads one blob (monolithic POST + PUT) unless the registry already has it. */
@@ -398,7 +399,7 @@ export async function pushBlob(
   reg: TestRegistry,
   repo: string,
   data: Uint8Array,
-): Promise<string> {
+): Promise<Digest> {
   const digest = sha256Digest(data);
   const authz = await reg.authorization(repo);
   const headers: Record<string, string> = authz ? { authorization: authz } : {};
@@ -427,7 +428,7 @@ export async function pushManifest(
   reference: string,
   mediaType: string,
   body: string,
-): Promise<string> {
+): Promise<Digest> {
   const authz = await reg.authorization(repo);
   const res = await fetch(`${reg.url}/v2/${repo}/manifests/${reference}`, {
     method: "PUT",
@@ -519,7 +520,7 @@ export async function pushIndex(
     platform: { os: string; architecture: string; variant?: string };
   }>,
   opts: { docker?: boolean } = {},
-): Promise<{ ref: string; digest: string; index: string }> {
+): Promise<{ ref: string; digest: Digest; index: string }> {
   const mediaType = opts.docker ? MEDIA.dockerList : MEDIA.ociIndex;
   const index = JSON.stringify({
     schemaVersion: 2,

@@ -10,6 +10,7 @@ import {
   DigestMismatchError,
   MediaType,
   NotFoundError,
+  parseDigest,
   RegistryClient,
   type RegistryClientOptions,
   RegistryError,
@@ -225,7 +226,7 @@ describe("range reads", () => {
     await blob.refresh();
     assert.equal(blob.size, 1000);
     await assert.rejects(
-      c.openBlob(`${reg.host}/app`, `sha256:${"0".repeat(64)}`),
+      c.openBlob(`${reg.host}/app`, parseDigest(`sha256:${"0".repeat(64)}`)),
       NotFoundError,
     );
     await assert.rejects(

@@ -14,6 +14,7 @@ import {
   formatReference,
   InvalidReferenceError,
   MediaType,
+  parseDigest,
   parseReference,
   type Platform,
   platformMatches,
@@ -184,7 +185,14 @@ export async function convertImage(
     const result = converted.manifests[0];
     if (!result) throw new RegistryError(`${src}: nothing to convert`);
     const mountFrom = srcRef.domain === dstRef.domain ? srcRef.repository : undefined;
-    await pushFrom(client, dstRef, dstDir, result, dstRef.tag ?? "latest", mountFrom);
+    await pushFrom(
+      client,
+      dstRef,
+      dstDir,
+      { ...result, digest: parseDigest(result.digest) },
+      dstRef.tag ?? "latest",
+      mountFrom,
+    );
     return {
       reference: formatReference(dstRef),
       digest: result.digest,

@@ -19,7 +19,7 @@ import {
 import type { RangeSource } from "../fs/mod.ts";
 import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
-import { RegistryClient } from "../registry/mod.ts";
+import { type Digest, isDigest, parseDigest, RegistryClient } from "../registry/mod.ts";
 import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
@@ -27,12 +27,12 @@ import { bool, str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
 /** `sha256:…` of a local file, streamed. */
-async function fileDigest(file: string): Promise<string> {
+async function fileDigest(file: string): Promise<Digest> {
   const h = createHash("sha256");
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
     h.update(chunk as Uint8Array);
   }
-  return `sha256:${h.digest("hex")}`;
+  return parseDigest(`sha256:${h.digest("hex")}`);
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -113,7 +113,7 @@ export const mountCommand: Command = {
     }
 
     let blob: RangeSource & BlobReader;
-    let digest: string;
+    let digest: Digest;
     let tocDigest = str(flags, "toc-digest");
     let closeBlob = async () => {};
     const layerDigest = str(flags, "layer");
@@ -128,6 +128,9 @@ export const mountCommand: Command = {
       closeBlob = () => reader.close();
       digest = await fileDigest(source);
     } else {
+      if (!isDigest(layerDigest)) {
+        throw new CommandError(`--layer ${layerDigest}: not a sha256 or sha512 digest`);
+      }
       const registry = new RegistryClient(registryOptionsFromConfig(config, log));
       if (tocDigest === undefined) {
         const image = await registry.resolve(source);

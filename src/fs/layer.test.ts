@@ -6,6 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { convertLayer, fileBlobReader } from "../estargz/mod.ts";
 import { Logger } from "../log/mod.ts";
+import { parseDigest } from "../registry/mod.ts";
 import { BackgroundScheduler } from "./_background.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
 import type { RangeSource } from "./_layer_reader.ts";
@@ -15,7 +16,7 @@ import { Layer } from "./layer.ts";
 
 let tmp: string;
 const closers: (() => Promise<void>)[] = [];
-const DIGEST = "sha256:" + "1".repeat(64);
+const DIGEST = parseDigest("sha256:" + "1".repeat(64));
 
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-layer-"));

@@ -5,6 +5,7 @@
 import type { BlobReader, EstargzBlob } from "../estargz/mod.ts";
 import { NO_PREFETCH_LANDMARK, openBlob, PREFETCH_LANDMARK } from "../estargz/mod.ts";
 import type { Logger } from "../log/mod.ts";
+import type { Digest } from "../registry/mod.ts";
 import type { BackgroundScheduler } from "./_background.ts";
 import type { ChunkCache } from "./_chunk_cache.ts";
 import { LayerReader } from "./_layer_reader.ts";
@@ -22,8 +23,8 @@ export interface LayerState {
 
 /** What {@link Layer.open} needs. */
 export interface LayerOptions {
-  /** `sha256:…` of the compressed blob. */
-  digest: string;
+  /** `sha256:…` of the compressed blob; names the state file, so only a parsed Digest. */
+  digest: Digest;
   /** The blob: ranges for the read path, plain reads for the footer and TOC. */
   source: RangeSource & BlobReader;
   /** Refuse the layer unless its TOC digest equals this. */
@@ -50,7 +51,7 @@ export class Layer {
   #background: Promise<void> = Promise.resolve();
 
   private constructor(
-    readonly digest: string,
+    readonly digest: Digest,
     readonly blob: EstargzBlob,
     readonly tree: LayerTree,
     readonly reader: LayerReader,

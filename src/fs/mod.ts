@@ -6,9 +6,9 @@
 import * as path from "node:path";
 import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import type { RegistryClient, RemoteBlob } from "../registry/mod.ts";
+import type { Digest, RegistryClient, RemoteBlob } from "../registry/mod.ts";
 import {
-  PREFETCH_SIZE_LABEL,
+  type RemoteSource,
   remoteSource,
   SKIP_VERIFY_LABEL,
   TOC_DIGEST_LABEL,
@@ -65,7 +65,7 @@ interface Resolved {
 export class LayerFileSystem {
   readonly #mounts = new Map<string, Mounted>();
   /** Layers opened ahead of their Prepare (neighbours of a mounted layer), by digest. */
-  readonly #resolved = new Map<string, Promise<Resolved>>();
+  readonly #resolved = new Map<Digest, Promise<Resolved>>();
 
   private constructor(
     readonly opts: LayerFileSystemOptions,
@@ -79,9 +79,8 @@ export class LayerFileSystem {
     return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
   }
 
-  #verification(labels: Record<string, string>): string | undefined {
-    const toc = labels[TOC_DIGEST_LABEL];
-    if (toc) return toc;
+  #verification(src: RemoteSource, labels: Record<string, string>): Digest | undefined {
+    if (src.tocDigest) return src.tocDigest;
     const c = this.opts.config;
     if (c.disable_verification) return undefined;
     if (labels[SKIP_VERIFY_LABEL] !== undefined && c.allow_no_verification) return undefined;
@@ -91,7 +90,7 @@ export class LayerFileSystem {
   }
 
   /** Opens (or reuses a pre-opened) layer: blob location, footer, TOC and tree. */
-  #resolve(ref: string, digest: string, expectedTocDigest: string | undefined): Promise<Resolved> {
+  #resolve(ref: string, digest: Digest, expectedTocDigest: Digest | undefined): Promise<Resolved> {
     const now = Date.now();
     const cached = this.#resolved.get(digest);
     if (cached) {
@@ -110,8 +109,8 @@ export class LayerFileSystem {
 
   async #open(
     ref: string,
-    digest: string,
-    expectedTocDigest: string | undefined,
+    digest: Digest,
+    expectedTocDigest: Digest | undefined,
   ): Promise<Resolved> {
     const blob = await this.opts.registry.openBlob(ref, digest);
     const layer = await Layer.open({
@@ -131,7 +130,7 @@ export class LayerFileSystem {
   }
 
   /** Opens the image's other layers in the background, so their Prepare mounts at once. */
-  #resolveNeighbours(ref: string, self: string, layers: readonly string[]): void {
+  #resolveNeighbours(ref: string, self: Digest, layers: readonly Digest[]): void {
     const now = Date.now();
     for (const [d, p] of this.#resolved) {
       p.then((r) => {
@@ -163,7 +162,7 @@ export class LayerFileSystem {
   async mount(mountpoint: string, labels: Record<string, string>): Promise<void> {
     const src = remoteSource(labels);
     if (!src) throw new LayerMountError("no image reference and layer digest labels");
-    const expected = this.#verification(labels);
+    const expected = this.#verification(src, labels);
     const log = this.opts.log.with({ layer: src.digest, ref: src.ref });
     const c = this.opts.config;
     this.#resolveNeighbours(src.ref, src.digest, src.layers);
@@ -175,9 +174,10 @@ export class LayerFileSystem {
       layer.close();
       throw err;
     }
-    const label = Number(labels[PREFETCH_SIZE_LABEL]);
     const prefetch = startFetching(layer, c, {
-      prefetchSize: Number.isFinite(label) && label > 0 ? label : undefined,
+      prefetchSize: src.prefetchSize !== undefined && src.prefetchSize > 0
+        ? src.prefetchSize
+        : undefined,
     });
     // Upstream: a prefetch larger than prefetch_async_size runs without holding up the mount.
     const waitPrefetch = c.prefetch_async_size === 0 || prefetch <= c.prefetch_async_size;

@@ -16,7 +16,13 @@ import {
   type ResolvedBlobOptions,
   resolveRedirect,
 } from "./blob.ts";
-import { DigestMismatchError, NotFoundError, RegistryError } from "./errors.ts";
+import { type Digest, digestAlgorithm, isDigest, parseDigest } from "./digest.ts";
+import {
+  DigestMismatchError,
+  InvalidReferenceError,
+  NotFoundError,
+  RegistryError,
+} from "./errors.ts";
 import { type RegistryHost, registryHosts, type RegistryHostsConfig } from "./hosts.ts";
 import { dockerConfigKeychain, type Keychain } from "./keychain.ts";
 import {
@@ -57,7 +63,7 @@ export interface ResolvedImage {
   /** The reference as given, normalised. */
   ref: Reference;
   /** Digest of what the tag points to (an index or a manifest). */
-  digest: string;
+  digest: Digest;
   mediaType: string;
   /** The index, when the reference names one. */
   index?: FetchedManifest;
@@ -99,6 +105,24 @@ function pushScope(ref: Reference): string {
 
 function base(host: RegistryHost, ref: Reference): string {
   return `${host.scheme}://${host.host}${host.path}/${ref.repository}`;
+}
+
+const TAG = /^[\w][\w.-]{0,127}$/;
+
+/**
+ * `…/blobs/<digest>`. The digest is parsed again although its type says it was: a cast or a
+ * stored string must not turn a label like `../../etc/passwd` into a request path.
+ */
+function blobUrl(host: RegistryHost, ref: Reference, digest: Digest): string {
+  return `${base(host, ref)}/blobs/${parseDigest(digest)}`;
+}
+
+/** `…/manifests/<digest or tag>`, with the same re-check as {@link blobUrl}. */
+function manifestUrl(host: RegistryHost, ref: Reference, object: Digest | string): string {
+  if (!isDigest(object) && !TAG.test(object)) {
+    throw new InvalidReferenceError(`invalid tag ${JSON.stringify(object.slice(0, 200))}`);
+  }
+  return manifestUrl(host, ref, object);
 }
 
 /** The registry client. */
@@ -199,7 +223,7 @@ export class RegistryClient {
       const { bytes, headers } = await this.getBytes(
         host,
         [pullScope(ref)],
-        `${base(host, ref)}/manifests/${object}`,
+        manifestUrl(host, ref, object),
         { accept: MANIFEST_ACCEPT },
         what,
       );
@@ -222,7 +246,7 @@ export class RegistryClient {
   /** Fetches a whole blob and verifies it against `desc`. */
   async fetchBlob(
     refInput: RefInput,
-    desc: { digest: string; size?: number },
+    desc: { digest: Digest; size?: number },
   ): Promise<Uint8Array> {
     const ref = toRef(refInput);
     return await this.onHosts(ref, async (host) => {
@@ -230,7 +254,7 @@ export class RegistryClient {
       const { bytes } = await this.getBytes(
         host,
         [pullScope(ref)],
-        `${base(host, ref)}/blobs/${desc.digest}`,
+        blobUrl(host, ref, desc.digest),
         IDENTITY,
         what,
       );
@@ -245,7 +269,7 @@ export class RegistryClient {
    */
   async fetchBlobRange(
     refInput: RefInput,
-    digest: string,
+    digest: Digest,
     start: number,
     endExclusive: number,
   ): Promise<Uint8Array> {
@@ -256,7 +280,7 @@ export class RegistryClient {
       this.getFollowing(
         host,
         [pullScope(ref)],
-        `${base(host, ref)}/blobs/${digest}`,
+        blobUrl(host, ref, digest),
         { range: `bytes=${start}-${endExclusive - 1}`, "accept-encoding": "identity" },
         what,
         async (res) => {
@@ -281,20 +305,17 @@ export class RegistryClient {
    */
   async copyBlob(
     refInput: RefInput,
-    desc: { digest: string; size?: number },
+    desc: { digest: Digest; size?: number },
     sink: { write(chunk: Uint8Array): Promise<unknown> },
   ): Promise<void> {
     const ref = toRef(refInput);
-    const [algo] = desc.digest.split(":");
-    if (algo !== "sha256" && algo !== "sha384" && algo !== "sha512") {
-      throw new DigestMismatchError(`blob ${desc.digest}: unsupported digest algorithm`);
-    }
+    const algo = digestAlgorithm(desc.digest);
     const what = `blob ${desc.digest}`;
     await this.onHosts(ref, (host) =>
       this.getFollowing(
         host,
         [pullScope(ref)],
-        `${base(host, ref)}/blobs/${desc.digest}`,
+        blobUrl(host, ref, desc.digest),
         IDENTITY,
         what,
         async (res) => {
@@ -375,13 +396,13 @@ export class RegistryClient {
     };
   }
 
-  private async locateBlob(ref: Reference, digest: string): Promise<BlobLocation> {
+  private async locateBlob(ref: Reference, digest: Digest): Promise<BlobLocation> {
     return await this.onHosts(ref, async (host) => {
       const scopes = [pullScope(ref)];
-      const blobUrl = `${base(host, ref)}/blobs/${digest}`;
-      const url = await resolveRedirect(this.transport, host, scopes, blobUrl);
+      const origin = blobUrl(host, ref, digest);
+      const url = await resolveRedirect(this.transport, host, scopes, origin);
       const size = await blobSize(this.transport, host, scopes, url);
-      return { host, blobUrl, url, size };
+      return { host, blobUrl: origin, url, size };
     });
   }
 
@@ -391,7 +412,7 @@ export class RegistryClient {
    */
   async openBlob(
     refInput: RefInput,
-    digest: string,
+    digest: Digest,
     opts: { size?: number } = {},
   ): Promise<RemoteBlob> {
     const ref = toRef(refInput);
@@ -417,12 +438,12 @@ export class RegistryClient {
   }
 
   /** True when the registry already has `digest` in `ref`'s repository. */
-  async hasBlob(refInput: RefInput, digest: string): Promise<boolean> {
+  async hasBlob(refInput: RefInput, digest: Digest): Promise<boolean> {
     const ref = toRef(refInput);
     const host = this.origin(ref);
     return await this.transport.send(
       { host, scopes: [pushScope(ref)] },
-      { method: "HEAD", url: `${base(host, ref)}/blobs/${digest}` },
+      { method: "HEAD", url: blobUrl(host, ref, digest) },
       async (res) => {
         await drain(res);
         if (res.status === 200) return true;
@@ -540,7 +561,7 @@ export class RegistryClient {
       { host, scopes: [pushScope(ref)] },
       {
         method: "PUT",
-        url: `${base(host, ref)}/manifests/${object}`,
+        url: manifestUrl(host, ref, object),
         headers: { "content-type": mediaType },
         body: bytes,
       },

@@ -13,6 +13,11 @@ export class InvalidReferenceError extends RegistryError {
   override name = "InvalidReferenceError";
 }
 
+/** A digest that is not `sha256:<64 hex>` or `sha512:<128 hex>`. */
+export class InvalidDigestError extends RegistryError {
+  override name = "InvalidDigestError";
+}
+
 /** The registry answered 404 (or the platform/manifest asked for does not exist). */
 export class NotFoundError extends RegistryError {
   override name = "NotFoundError";

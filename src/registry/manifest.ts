@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import * as v from "valibot";
+import { type Digest, digestAlgorithm, DigestSchema } from "./digest.ts";
 import { DigestMismatchError, RegistryError } from "./errors.ts";
 
 /** The media types this client reads and writes. */
@@ -38,11 +39,9 @@ const Platform = v.object({
 /** An OCI platform. */
 export type Platform = v.InferOutput<typeof Platform>;
 
-const Digest = v.pipe(v.string(), v.regex(/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/));
-
 const DescriptorSchema = v.object({
   mediaType: v.string(),
-  digest: Digest,
+  digest: DigestSchema,
   size: v.pipe(v.number(), v.integer(), v.minValue(0)),
   urls: v.optional(v.array(v.string())),
   annotations: v.optional(v.record(v.string(), v.string())),
@@ -84,20 +83,17 @@ export type ImageConfig = v.InferOutput<typeof ImageConfigSchema>;
 
 /** A manifest or index as fetched: bytes, digest, media type and the parsed form. */
 export type FetchedManifest =
-  & { digest: string; mediaType: string; bytes: Uint8Array }
+  & { digest: Digest; mediaType: string; bytes: Uint8Array }
   & ({ kind: "manifest"; manifest: Manifest } | { kind: "index"; index: Index });
 
 /** `sha256:<hex>` of `data`. */
-export function sha256Digest(data: Uint8Array | string): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+export function sha256Digest(data: Uint8Array | string): Digest {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}` as Digest;
 }
 
 /** Throws {@link DigestMismatchError} unless `data` hashes to `digest` (and has `size`). */
-export function verifyDigest(data: Uint8Array, digest: string, what: string, size?: number): void {
-  const [algo] = digest.split(":");
-  if (algo !== "sha256" && algo !== "sha384" && algo !== "sha512") {
-    throw new DigestMismatchError(`${what}: unsupported digest algorithm ${algo}`);
-  }
+export function verifyDigest(data: Uint8Array, digest: Digest, what: string, size?: number): void {
+  const algo = digestAlgorithm(digest);
   const got = `${algo}:${createHash(algo).update(data).digest("hex")}`;
   if (got !== digest) throw new DigestMismatchError(`${what}: content is ${got}, want ${digest}`);
   if (size !== undefined && data.byteLength !== size) {
@@ -116,7 +112,7 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
 /** Parses manifest or index bytes; `mediaType` is the Content-Type (may be empty). */
 export function parseManifest(
   bytes: Uint8Array,
-  digest: string,
+  digest: Digest,
   contentType: string,
 ): FetchedManifest {
   const json = parseJson(bytes, `manifest ${digest}`);

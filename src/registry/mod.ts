@@ -11,6 +11,15 @@ export {
   withObject,
 } from "./reference.ts";
 export {
+  type Digest,
+  type DigestAlgorithm,
+  digestAlgorithm,
+  digestHex,
+  DigestSchema,
+  isDigest,
+  parseDigest,
+} from "./digest.ts";
+export {
   DEFAULT_REQUEST_TIMEOUT_SEC,
   isLocalhost,
   type MirrorConfig,
@@ -59,6 +68,7 @@ export {
 } from "./client.ts";
 export {
   DigestMismatchError,
+  InvalidDigestError,
   InvalidReferenceError,
   NotFoundError,
   RegistryError,

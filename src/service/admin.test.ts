@@ -55,6 +55,29 @@ describe("admin API", () => {
     assert.equal((await app.request("/nope")).status, 404);
   });
 
+  it("refuses query parameters, which no route takes", async () => {
+    const app = adminApp(sources);
+    for (const url of ["/v1/layers?digest=../x", "/metrics?name[]=1", "/healthz?"]) {
+      const res = await app.request(url);
+      if (url.endsWith("?")) assert.equal(res.status, 200, url);
+      else {
+        assert.equal(res.status, 400, url);
+        assert.match((await res.json()).error, /unknown query parameter/);
+      }
+    }
+  });
+
+  it("escapes label values in the metrics text", async () => {
+    const hostile = `sha256:x"} 1\nstargz_fake{a="\\`;
+    const app = adminApp({
+      ...sources,
+      layers: () => [{ ...sources.layers()[0], digest: hostile }],
+    });
+    const metrics = await (await app.request("/metrics")).text();
+    assert.doesNotMatch(metrics, /^stargz_fake/m);
+    assert.ok(metrics.includes(`{digest="sha256:x\\"} 1\\nstargz_fake{a=\\"\\\\"} 40`));
+  });
+
   it("serves on a unix socket and on a loopback port", async () => {
     const sock = path.join(tmp, "admin.sock");
     const a = await startAdmin(sock, sources, new Logger());

@@ -10,11 +10,15 @@
  *   GET /v1/restore         remote snapshots still being restored after a restart, and those
  *                           that could not be (with the error)
  *   GET /metrics            the same numbers in Prometheus text format (off with `no_prometheus`)
+ *
+ * No route takes query parameters: each has a strict (empty) valibot schema for them, so a
+ * request with any is answered 400 rather than silently served as if it had none.
  */
 import { Hono } from "hono";
 import * as fs from "node:fs/promises";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
+import * as v from "valibot";
 import type { Logger } from "../log/mod.ts";
 
 /** One mounted layer as the admin API shows it. */
@@ -38,9 +42,24 @@ export interface AdminSources {
   restore(): { pending: string[]; failed: { name: string; mountpoint: string; error: string }[] };
 }
 
+/** The query parameters every route accepts: none. */
+const NoQuery = v.strictObject({});
+
+/** A Prometheus label value, escaped as the text exposition format requires. */
+function labelValue(s: string): string {
+  return s.replace(/[\\"\n]/g, (ch) => ch === "\n" ? "\\n" : `\\${ch}`);
+}
+
 /** The hono application (exported for tests that call `app.request`). */
 export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): Hono {
   const app = new Hono();
+  app.use(async (c, next) => {
+    const r = v.safeParse(NoQuery, c.req.query());
+    if (!r.success) {
+      return c.json({ error: `unknown query parameter: ${v.summarize(r.issues)}` }, 400);
+    }
+    await next();
+  });
   app.get("/healthz", (c) => c.text("ok\n"));
   app.get("/v1/layers", (c) => c.json(src.layers()));
   app.get("/v1/cache", (c) => c.json(src.cache()));
@@ -69,19 +88,19 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
       "stargz_layer_fetched_bytes",
       "Bytes of each layer blob fetched so far.",
       "gauge",
-      layers.map((l) => [`{digest="${l.digest}"}`, l.state.fetchedSize]),
+      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.fetchedSize]),
     );
     metric(
       "stargz_layer_size_bytes",
       "Size of each layer blob.",
       "gauge",
-      layers.map((l) => [`{digest="${l.digest}"}`, l.state.size]),
+      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.size]),
     );
     metric(
       "stargz_layer_errors",
       "1 when the layer's state file reports an error.",
       "gauge",
-      layers.map((l) => [`{digest="${l.digest}"}`, l.state.error ? 1 : 0]),
+      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.error ? 1 : 0]),
     );
     for (const [k, v] of Object.entries(src.cache())) {
       const name = `stargz_cache_${k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())}`;

@@ -16,6 +16,7 @@ import { mountPointsUnder, unmount } from "./_mounts.ts";
 import { MetaStore, type StoredSnapshot, type StoreTx } from "./_store.ts";
 import { diskUsage } from "./_usage.ts";
 import {
+  InvalidLabelError,
   REMOTE_LABEL,
   REMOTE_LABEL_VALUE,
   REMOTE_SNAPSHOT_LOG_KEY,
@@ -81,6 +82,19 @@ function validateLabels(labels: Record<string, string>): void {
         }`,
       );
     }
+  }
+}
+
+/**
+ * Why the labels cannot make a remote snapshot (none name a source, or one we would act on does
+ * not parse), or undefined when they can. A refusal falls back to unpacking the layer.
+ */
+function sourceProblem(labels: Record<string, string>): string | undefined {
+  try {
+    return remoteSource(labels) ? undefined : "no source labels (image reference and layer digest)";
+  } catch (err) {
+    if (err instanceof InvalidLabelError) return err.message;
+    throw err;
   }
 }
 
@@ -259,8 +273,7 @@ export class Snapshotter {
     const log = this.log.with({ key, parent });
     let reason: string | undefined;
     if (!this.fileSystem) reason = "no remote filesystem is configured";
-    else if (!remoteSource(labels)) reason = "no source labels (image reference and layer digest)";
-    else {
+    else if ((reason = sourceProblem(labels)) === undefined) {
       const mountpoint = this.upperPath(s.id);
       log.debug("preparing filesystem mount", { mountpoint });
       try {
