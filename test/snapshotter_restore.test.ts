@@ -31,7 +31,7 @@ before(async () => {
   await fs.writeFile(path.join(layer, "f"), "remote");
   // A previous daemon that had a remote filesystem left a remote layer and a view on it.
   const rfs = new BindLayerFs();
-  rfs.layers.set("sha256:l1", layer);
+  rfs.layers.set(`sha256:${"1".repeat(64)}`, layer);
   const sn = await Snapshotter.open({
     root,
     log: new Logger({ test: "restore" }),
@@ -41,7 +41,7 @@ before(async () => {
     sn.prepare("extract l1", "", {
       [TARGET_SNAPSHOT_LABEL]: "chain-l1",
       [STARGZ_REFERENCE_LABEL]: "registry.test/app:1",
-      [STARGZ_DIGEST_LABEL]: "sha256:l1",
+      [STARGZ_DIGEST_LABEL]: `sha256:${"1".repeat(64)}`,
     }),
     AlreadyExistsError,
   );

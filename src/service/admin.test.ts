@@ -62,7 +62,7 @@ describe("admin API", () => {
       if (url.endsWith("?")) assert.equal(res.status, 200, url);
       else {
         assert.equal(res.status, 400, url);
-        assert.match((await res.json()).error, /unknown query parameter/);
+        assert.match(((await res.json()) as { error: string }).error, /unknown query parameter/);
       }
     }
   });

@@ -188,7 +188,7 @@ describe("Snapshots gRPC service with a remote filesystem", () => {
     await fs.mkdir(layer);
     await fs.writeFile(path.join(layer, "f"), "remote");
     const rfs = new BindLayerFs();
-    rfs.layers.set("sha256:l1", layer);
+    rfs.layers.set(`sha256:${"1".repeat(64)}`, layer);
     const daemon = await startDaemon({
       address: path.join(tmp, "s.sock"),
       root: path.join(tmp, "root"),
@@ -201,8 +201,8 @@ describe("Snapshots gRPC service with a remote filesystem", () => {
       const labels = {
         "containerd.io/snapshot.ref": "chain-l1",
         "containerd.io/snapshot/cri.image-ref": "registry.test/app:1",
-        "containerd.io/snapshot/cri.layer-digest": "sha256:l1",
-        "containerd.io/snapshot/cri.image-layers": "sha256:l1",
+        "containerd.io/snapshot/cri.layer-digest": `sha256:${"1".repeat(64)}`,
+        "containerd.io/snapshot/cri.image-layers": `sha256:${"1".repeat(64)}`,
       };
       await assert.rejects(
         client.call("Prepare", { key: "default/1/extract chain-l1", parent: "", labels }),

@@ -257,11 +257,11 @@ describe("Snapshotter (remote snapshots)", () => {
 
   it("commits a mountable layer as a remote snapshot and answers AlreadyExists", async () => {
     const rfs = new BindLayerFs();
-    rfs.layers.set("sha256:aaa", layerDir);
+    rfs.layers.set(`sha256:${"a".repeat(64)}`, layerDir);
     const sn = await Snapshotter.open({ root, log, fileSystem: rfs });
     try {
       await assert.rejects(
-        sn.prepare("extract-1 chain1", "", labelsFor("chain1", "sha256:aaa")),
+        sn.prepare("extract-1 chain1", "", labelsFor("chain1", `sha256:${"a".repeat(64)}`)),
         AlreadyExistsError,
       );
       const info = await sn.stat("chain1");
@@ -276,12 +276,12 @@ describe("Snapshotter (remote snapshots)", () => {
 
       // A layer that cannot be mounted falls back to an ordinary snapshot.
       lines.length = 0;
-      const m = await sn.prepare("extract-2 chain2", "chain1", labelsFor("chain2", "sha256:bbb"));
+      const m = await sn.prepare("extract-2 chain2", "chain1", labelsFor("chain2", `sha256:${"b".repeat(64)}`));
       assert.equal(m[0]!.type, "overlay");
       const fallback = lines.map((l) => JSON.parse(l)).find((l) =>
         l["remote-snapshot-prepared"] === "false"
       );
-      assert.match(String(fallback?.reason), /sha256:bbb is not remote/);
+      assert.match(String(fallback?.reason), /sha256:b{64} is not remote/);
       const target = path.join(tmp, "mnt");
       await fs.mkdir(target);
       await mountAll(m, target);
@@ -313,7 +313,7 @@ describe("Snapshotter (remote snapshots)", () => {
 
   it("restores remote snapshots in the background on open", async () => {
     const rfs = new BindLayerFs();
-    rfs.layers.set("sha256:aaa", layerDir);
+    rfs.layers.set(`sha256:${"a".repeat(64)}`, layerDir);
     rfs.mountDelayMs = 300;
     const sn = await Snapshotter.open({ root, log, fileSystem: rfs });
     try {
@@ -336,7 +336,7 @@ describe("Snapshotter (remote snapshots)", () => {
 
   it("replaces the stale mounts of a process that died", async () => {
     const rfs = new BindLayerFs();
-    rfs.layers.set("sha256:aaa", layerDir);
+    rfs.layers.set(`sha256:${"a".repeat(64)}`, layerDir);
     // The first instance is never closed: its bind mount stays, as after a crash.
     const dead = await Snapshotter.open({ root, log, fileSystem: rfs });
     await dead.restored;
