@@ -8,6 +8,11 @@ import { TarError } from "./errors.ts";
 
 /** Tar block size. */
 export const BLOCK = 512;
+/**
+ * Largest PAX or GNU long-name header body read into memory (Go's archive/tar stops at the
+ * same 1 MiB): its size field comes from the input, and 8 GiB is one octal field away.
+ */
+export const MAX_EXTENSION_BYTES = 1 << 20;
 
 /** A decoded header, after applying PAX and GNU long-name extensions. */
 export interface TarHeader {
@@ -226,6 +231,11 @@ export class TarReader {
       const typeflag = b[156] === 0 ? "0" : String.fromCharCode(b[156]);
       const size = num(b, 124, 12);
       if (typeflag === "x" || typeflag === "g" || typeflag === "L" || typeflag === "K") {
+        if (size > MAX_EXTENSION_BYTES) {
+          throw new TarError(
+            `extension header of ${size} bytes (more than ${MAX_EXTENSION_BYTES})`,
+          );
+        }
         const body = await this.#readBody(size);
         raws.push(body);
         const data = body.subarray(0, size);

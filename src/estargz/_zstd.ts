@@ -4,7 +4,7 @@
  * split at frame boundaries here (frame and block headers carry every length, RFC 8878) and each
  * frame gets its own decompressor. Skippable frames are dropped.
  */
-import { Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { TarError } from "./errors.ts";
 import type { ByteSource } from "./_tar.ts";
@@ -65,7 +65,17 @@ export async function* zstdFrames(src: ByteSource): AsyncGenerator<Uint8Array> {
     if (magic[0] !== 0x28 || magic[1] !== 0xb5 || magic[2] !== 0x2f || magic[3] !== 0xfd) {
       throw new TarError("zstd input holds data that is not a zstd frame");
     }
-    const d = Readable.from(frameBytes(src, magic)).pipe(zlib.createZstdDecompress());
-    for await (const out of d) yield out as Uint8Array;
+    // pipeline, not pipe: a frame cut short must reject the read, not emit an unhandled error.
+    const d = pipeline(
+      Readable.from(frameBytes(src, magic)),
+      zlib.createZstdDecompress(),
+      () => {},
+    );
+    try {
+      for await (const out of d) yield out as Uint8Array;
+    } catch (err) {
+      if (err instanceof TarError) throw err;
+      throw new TarError(`corrupt zstd frame: ${(err as Error).message}`);
+    }
   }
 }

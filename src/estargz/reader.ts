@@ -122,6 +122,17 @@ export interface OpenOptions {
 
 /** How much more than its chunk one extent may inflate to (see {@link decodeChunk}). */
 const MAX_TRAILING_HEADERS = 64 << 20;
+/**
+ * Largest chunk (inner offset plus size) a TOC may describe: one chunk is decompressed whole in
+ * memory. Writers cut files into 4 MiB chunks by default (upstream and ours); this leaves room
+ * for `--chunk-size` far beyond that and for old blobs with larger chunks.
+ */
+export const MAX_CHUNK_BYTES = 256 << 20;
+/**
+ * Largest decompressed TOC (tar header and JSON). A TOC entry takes 150 to 400 bytes, so this
+ * holds about a million entries, the {@link MAX_TOC_ENTRIES} limit.
+ */
+export const MAX_TOC_BYTES = 512 << 20;
 const EMPTY_CHILDREN: ReadonlyMap<string, EstargzNode> = new Map();
 const NO_CHUNKS: readonly Chunk[] = [];
 
@@ -218,6 +229,17 @@ export class EstargzBlob {
     const blob = new EstargzBlob(reader, footer.format, footer, decodeToc(json), digest);
     blob.#buildIndex();
     return blob;
+  }
+
+  /**
+   * Builds the index of `toc` as {@link open} would, without a blob: the converter's check that
+   * what it writes opens (a tar may hold a hardlink to a name it lacks, or a file where a later
+   * entry needs a directory). Throws the error opening the blob would.
+   */
+  static checkToc(toc: Toc, format: BlobFormat, dataEnd: number): void {
+    const footer: Footer = { format, footerSize: 0, tocOffset: dataEnd, dataEnd };
+    const none: BlobReader = { size: 0, read: () => Promise.reject(new Error("no blob")) };
+    new EstargzBlob(none, format, footer, toc, "").#buildIndex();
   }
 
   #dir(name: string): MutableNode {
@@ -343,6 +365,12 @@ export class EstargzBlob {
     const offset = e.offset ?? 0;
     if (chunkOffset + chunkSize > node.size || chunkSize <= 0) {
       throw new InvalidEntryError(node.name, `chunk ${chunkOffset}+${chunkSize} outside the file`);
+    }
+    if ((e.innerOffset ?? 0) + chunkSize > MAX_CHUNK_BYTES) {
+      throw new InvalidEntryError(
+        node.name,
+        `chunk of ${chunkSize} bytes exceeds ${MAX_CHUNK_BYTES}`,
+      );
     }
     if (offset >= dataEnd) {
       throw new OutOfRangeError(
@@ -560,7 +588,7 @@ function checkChunk(chunk: Chunk, out: Uint8Array): Uint8Array {
 function gzipToc(compressed: Uint8Array): Uint8Array {
   let tar: Uint8Array;
   try {
-    tar = zlib.gunzipSync(compressed);
+    tar = zlib.gunzipSync(compressed, { maxOutputLength: MAX_TOC_BYTES });
   } catch (err) {
     throw new TocError(`malformed TOC gzip stream: ${(err as Error).message}`, { cause: err });
   }
@@ -578,7 +606,7 @@ function gzipToc(compressed: Uint8Array): Uint8Array {
 
 function zstdToc(compressed: Uint8Array): Uint8Array {
   try {
-    return zlib.zstdDecompressSync(compressed);
+    return zlib.zstdDecompressSync(compressed, { maxOutputLength: MAX_TOC_BYTES });
   } catch (err) {
     throw new TocError(`malformed zstd TOC: ${(err as Error).message}`, { cause: err });
   }

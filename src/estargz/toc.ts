@@ -27,6 +27,15 @@ export const ENTRY_TYPES = [
   "fifo",
   "chunk",
 ] as const;
+/**
+ * Most entries a TOC may hold: every entry becomes an inode kept in memory while the layer is
+ * mounted. The largest layers seen in practice (CUDA, node_modules-heavy images) hold a few
+ * hundred thousand files.
+ */
+export const MAX_TOC_ENTRIES = 1 << 20;
+/** Longest entry name in bytes: Linux's PATH_MAX, which no path the kernel looks up exceeds. */
+export const MAX_NAME_BYTES = 4096;
+
 /** One of {@link ENTRY_TYPES}. */
 export type EntryType = (typeof ENTRY_TYPES)[number];
 
@@ -59,7 +68,10 @@ export const TocEntrySchema = v.object({
 /** valibot schema of the whole TOC. */
 export const TocSchema = v.object({
   version: v.literal(1),
-  entries: v.array(TocEntrySchema),
+  entries: v.pipe(
+    v.array(TocEntrySchema),
+    v.maxLength(MAX_TOC_ENTRIES, `more than ${MAX_TOC_ENTRIES} entries`),
+  ),
 });
 
 /** One TOC entry as stored in the JSON (`xattrs` values are base64). */
@@ -125,6 +137,10 @@ export function decodeToc(json: Uint8Array): Toc {
   } catch (err) {
     throw new TocError(`error decoding TOC JSON: ${(err as Error).message}`, { cause: err });
   }
+  const entries = (raw as { entries?: unknown } | null)?.entries;
+  if (Array.isArray(entries) && entries.length > MAX_TOC_ENTRIES) {
+    throw new TocError(`TOC has ${entries.length} entries, more than ${MAX_TOC_ENTRIES}`);
+  }
   if (isValidToc(raw)) return raw;
   const r = v.safeParse(TocSchema, raw);
   if (!r.success) {
@@ -142,9 +158,17 @@ export function encodeToc(toc: Toc): Uint8Array {
 
 /**
  * Normalises a tar/TOC name to a root-relative path (`./a/b/` → `a/b`, `./` → ``). Throws
- * {@link InvalidEntryError} when the name holds NUL, is absolute, or climbs out with `..`.
+ * {@link InvalidEntryError} when the name holds NUL, is absolute, climbs out with `..`, or is
+ * longer than {@link MAX_NAME_BYTES} (which also bounds how deep a tree can nest).
  */
 export function cleanEntryName(name: string): string {
+  // A UTF-16 unit takes at most 3 bytes in UTF-8: count bytes only when it could matter.
+  if (name.length * 3 > MAX_NAME_BYTES && Buffer.byteLength(name) > MAX_NAME_BYTES) {
+    throw new InvalidEntryError(
+      name.slice(0, 100) + "…",
+      `name longer than ${MAX_NAME_BYTES} bytes`,
+    );
+  }
   // Fast path for the common already-clean name.
   if (
     name.length > 0 && name.charCodeAt(0) !== 47 && !name.includes("//") &&

@@ -9,11 +9,12 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { compressMember, CompressorPool } from "./_compress.ts";
 import { zstdFrames } from "./_zstd.ts";
-import { InvalidEntryError, TarError } from "./errors.ts";
+import { EstargzBlob } from "./reader.ts";
+import { EstargzError, InvalidEntryError, TarError } from "./errors.ts";
 import { encodeGzipFooter, encodeZstdFooterFrame, ZSTD_SKIPPABLE_MAGIC } from "./footer.ts";
 import {
   BLOCK,
@@ -104,7 +105,22 @@ async function decompressed(src: LayerSource): Promise<ByteSource> {
       yield Uint8Array.prototype.slice.call(part);
     }
   }
-  return new ByteSource(Readable.from(raw()).pipe(zlib.createGunzip()));
+  // pipeline, not pipe: a corrupt stream must reject the read, not emit an unhandled error.
+  const gunzip = pipeline(Readable.from(raw()), zlib.createGunzip(), () => {});
+  return new ByteSource(typedErrors(gunzip, "gzip"));
+}
+
+/** Rethrows the decompressor's errors (plain zlib errors) as {@link TarError}. */
+async function* typedErrors(
+  it: AsyncIterable<Uint8Array>,
+  what: string,
+): AsyncGenerator<Uint8Array> {
+  try {
+    yield* it;
+  } catch (err) {
+    if (err instanceof EstargzError) throw err;
+    throw new TarError(`corrupt ${what} input: ${(err as Error).message}`);
+  }
 }
 
 /** One input entry as the converter sees it, with a way to read its payload. */
@@ -551,6 +567,7 @@ export async function convertLayer(
     await w.flush();
     w.resolveOffsets();
     const toc = { version: 1 as const, entries: w.entries };
+    EstargzBlob.checkToc(toc, kind, out.size);
     const json = encodeToc(toc);
     const tocDigest = "sha256:" + createHash("sha256").update(json).digest("hex");
     const dataEnd = out.size;

@@ -276,7 +276,11 @@ describe("Snapshotter (remote snapshots)", () => {
 
       // A layer that cannot be mounted falls back to an ordinary snapshot.
       lines.length = 0;
-      const m = await sn.prepare("extract-2 chain2", "chain1", labelsFor("chain2", `sha256:${"b".repeat(64)}`));
+      const m = await sn.prepare(
+        "extract-2 chain2",
+        "chain1",
+        labelsFor("chain2", `sha256:${"b".repeat(64)}`),
+      );
       assert.equal(m[0]!.type, "overlay");
       const fallback = lines.map((l) => JSON.parse(l)).find((l) =>
         l["remote-snapshot-prepared"] === "false"
