@@ -6,7 +6,7 @@
  * in test/fuzz.test.ts when fixing it.
  */
 import fc from "fast-check";
-import { TARGETS } from "../test/_fuzz.ts";
+import { cleanupFuzz, TARGETS } from "../test/_fuzz.ts";
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -47,6 +47,7 @@ while (Date.now() < deadline) {
           ` --path ${res.counterexamplePath}`,
       );
       console.log(`RESULT fuzz failed=${t.name} seed=${res.seed}`);
+      await cleanupFuzz();
       process.exit(1);
     }
     if (Date.now() >= deadline || fixedSeed !== undefined) break;
@@ -54,6 +55,7 @@ while (Date.now() < deadline) {
   round++;
   if (fixedSeed !== undefined) break;
 }
+await cleanupFuzz();
 for (const [name, n] of runs) console.log(`${name.padEnd(14)} ${n} runs`);
 const total = [...runs.values()].reduce((a, b) => a + b, 0);
 console.log(`RESULT fuzz rounds=${round} runs=${total} failures=0 minutes=${minutes}`);

@@ -31,6 +31,12 @@ import {
 } from "../src/estargz/footer.ts";
 import { BLOCK, ByteSource, TarReader, ustarFileHeader } from "../src/estargz/_tar.ts";
 import { zstdFrames } from "../src/estargz/_zstd.ts";
+import * as fsp from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ChunkCache } from "../src/fs/_chunk_cache.ts";
+import { LayerReader } from "../src/fs/_layer_reader.ts";
+import { rangeSourceOf } from "../src/fs/_local_source.ts";
 import { LayerTree } from "../src/fs/_tree.ts";
 import { buildTar, sha256, type TarSpec, tocOnlyBlob } from "./estargz_fixtures.ts";
 
@@ -353,6 +359,60 @@ async function openAndRead(b: Uint8Array, s: Sample, expected: string | undefine
   }
 }
 
+/** Where the layer-read target's (memory-only) chunk caches live. */
+const cacheDir = path.join(os.tmpdir(), `stargz-fuzz-cache-${process.pid}`);
+
+/** Removes what the targets left on disk. */
+export async function cleanupFuzz(): Promise<void> {
+  await fsp.rm(cacheDir, { recursive: true, force: true });
+}
+
+/**
+ * Opens a (mutated) blob as the layer filesystem does, with its verified TOC, and reads ranges
+ * of every file through the read path (extents, read-ahead, cache): each read either returns
+ * the original bytes or throws one of our errors.
+ */
+async function readLayer(
+  b: Uint8Array,
+  s: Sample,
+  reads: readonly [number, number][],
+  minFetchBytes: number,
+): Promise<void> {
+  const blob = await onlyTyped(() => openBlob(memoryReader(b), { expectedTocDigest: s.tocDigest }));
+  if (!blob) return;
+  const tree = new LayerTree(blob);
+  const cache = await ChunkCache.open(cacheDir, { maxDiskBytes: 0, maxMemoryBytes: 1 << 20 });
+  const reader = new LayerReader(
+    blob,
+    rangeSourceOf(memoryReader(b)),
+    cache,
+    "sha256:" + "0".repeat(64),
+    minFetchBytes,
+  );
+  for (const [name, original] of s.files) {
+    const node = tree.lookupPath(name);
+    assert.ok(node, `${name} missing from a tree whose TOC verified`);
+    for (const [offset, length] of reads) {
+      const got: Uint8Array | undefined = await onlyTyped(
+        async (): Promise<Uint8Array | undefined> => {
+          try {
+            return await reader.read(node.path, node.size, offset, length);
+          } catch (err) {
+            if (err instanceof RangeError && /outside/.test(err.message)) return undefined;
+            throw err;
+          }
+        },
+      );
+      if (got === undefined) continue;
+      assert.deepEqual(
+        Buffer.from(got),
+        Buffer.from(original.subarray(offset, offset + length)),
+        `${name} ${offset}+${length}: served bytes that are not the file's`,
+      );
+    }
+  }
+}
+
 const footerTail = fc.oneof(
   fc.uint8Array({ maxLength: 120 }),
   fc.tuple(fc.nat(2 ** 40), fc.array(mutation, { maxLength: 3 })).map(([off, ms]) =>
@@ -505,6 +565,21 @@ export const TARGETS: FuzzTarget[] = [
         async (format, ms, verify) => {
           const s = await sample(format);
           await openAndRead(mutate(s.blob, ms), s, verify ? s.tocDigest : undefined);
+        },
+      ),
+  },
+  {
+    name: "layer-read",
+    ciRuns: 60,
+    property: () =>
+      fc.asyncProperty(
+        fc.constantFrom("gzip" as const, "zstd" as const),
+        fc.array(mutation, { maxLength: 3 }),
+        fc.array(fc.tuple(fc.nat(4000), fc.nat(4000)), { minLength: 1, maxLength: 4 }),
+        fc.constantFrom(0, 4096),
+        async (format, ms, reads, minFetch) => {
+          const s = await sample(format);
+          await readLayer(mutate(s.blob, ms), s, reads, minFetch);
         },
       ),
   },

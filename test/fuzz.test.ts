@@ -4,7 +4,7 @@
  * `npm run fuzz -- --minutes N`.
  */
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import * as zlib from "node:zlib";
 import fc from "fast-check";
 import {
@@ -26,11 +26,13 @@ import {
 } from "../src/estargz/mod.ts";
 import { padding, ustarFileHeader } from "../src/estargz/_tar.ts";
 import { LayerTree } from "../src/fs/_tree.ts";
-import { memoryReader, readAllTar, rechecksum, TARGETS } from "./_fuzz.ts";
+import { cleanupFuzz, memoryReader, readAllTar, rechecksum, TARGETS } from "./_fuzz.ts";
 import { buildTar, sha256, tocOnlyBlob } from "./estargz_fixtures.ts";
 
 /** The CI seed; a failure prints the seed and path that replay it. */
 const SEED = 0x5eed;
+
+after(cleanupFuzz);
 
 describe("fuzz corpus (fixed seed)", () => {
   for (const t of TARGETS) {

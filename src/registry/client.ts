@@ -122,7 +122,7 @@ function manifestUrl(host: RegistryHost, ref: Reference, object: Digest | string
   if (!isDigest(object) && !TAG.test(object)) {
     throw new InvalidReferenceError(`invalid tag ${JSON.stringify(object.slice(0, 200))}`);
   }
-  return manifestUrl(host, ref, object);
+  return `${base(host, ref)}/manifests/${object}`;
 }
 
 /** The registry client. */
