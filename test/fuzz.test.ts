@@ -174,6 +174,15 @@ describe("fuzz regressions and the classics", () => {
     await assert.rejects(readAllTar(Buffer.concat([h, new Uint8Array(1024)])), TarError);
   });
 
+  it("tar: a base-256 mtime beyond 2^53, or a PAX mtime no Date holds (fuzz: convert)", async () => {
+    const h = ustarFileHeader("f", 0);
+    h.set(new Uint8Array(12).fill(0xff), 136);
+    rechecksum(h);
+    await assert.rejects(convert(Buffer.concat([h, new Uint8Array(1024)])), TarError);
+    const pax = buildTar([{ name: "f", type: "reg", mtimeMs: 9e15 + 1 }]);
+    await convert(pax);
+  });
+
   it("converter: truncated zstd and corrupt gzip input are TarErrors", async () => {
     const tar = buildTar([{ name: "f", type: "reg", data: new Uint8Array(5000).fill(7) }]);
     const z = zlib.zstdCompressSync(tar);

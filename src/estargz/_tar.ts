@@ -48,6 +48,8 @@ function num(b: Uint8Array, off: number, len: number): number {
   if (b[off] & 0x80) {
     let n = b[off] & 0x7f;
     for (let i = 1; i < len; i++) n = n * 256 + b[off + i];
+    // 12 bytes of base-256 hold 95 bits; past 2^53 the value is not exact (nor a real time).
+    if (!Number.isSafeInteger(n)) throw new TarError("numeric field out of range");
     return n;
   }
   const s = cstr(b, off, len).trim();

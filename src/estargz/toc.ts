@@ -192,7 +192,8 @@ export function cleanEntryName(name: string): string {
 /** Formats a modification time as the TOC stores it: RFC 3339 UTC, rounded to the second. */
 export function formatModtime(ms: number): string | undefined {
   const s = Math.round(ms / 1000);
-  if (!Number.isFinite(s) || s === 0) return undefined;
+  // Beyond ±8.64e15 ms a Date is invalid (toISOString throws): a PAX mtime can say anything.
+  if (!Number.isFinite(s) || s === 0 || Math.abs(s) > 8.64e12) return undefined;
   return new Date(s * 1000).toISOString().replace(/\.\d+Z$/, "Z");
 }
 
