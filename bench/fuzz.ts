@@ -3,10 +3,11 @@
  * of test/_fuzz.ts round-robin with fresh seeds until the time is up (CI runs them once with a
  * fixed seed, test/fuzz.test.ts). A failure prints the target, seed and path that replay it
  * (`--target NAME --seed S --path P`) and exits 1; add the counterexample to the regressions
- * in test/fuzz.test.ts when fixing it.
+ * in test/fuzz.test.ts when fixing it. A run longer than RUN_TIMEOUT_MS counts as a hang; the
+ * peak RSS is reported so that a bound that stopped holding shows.
  */
 import fc from "fast-check";
-import { cleanupFuzz, TARGETS } from "../test/_fuzz.ts";
+import { cleanupFuzz, RUN_TIMEOUT_MS, TARGETS } from "../test/_fuzz.ts";
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,6 +30,7 @@ if (!Number.isFinite(minutes) || minutes <= 0 || targets.length === 0) {
 const deadline = Date.now() + minutes * 60_000;
 const runs = new Map<string, number>(targets.map((t) => [t.name, 0]));
 let round = 0;
+let peakRss = 0;
 while (Date.now() < deadline) {
   for (const t of targets) {
     const seed = fixedSeed !== undefined ? Number(fixedSeed) : (Math.random() * 2 ** 31) | 0;
@@ -37,9 +39,11 @@ while (Date.now() < deadline) {
     const res = await fc.check(t.property(), {
       seed,
       numRuns,
+      timeout: RUN_TIMEOUT_MS,
       ...(replayPath !== undefined ? { path: replayPath } : {}),
     });
     runs.set(t.name, runs.get(t.name)! + res.numRuns);
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
     if (res.failed) {
       console.error(fc.defaultReportMessage(res));
       console.error(
@@ -58,4 +62,7 @@ while (Date.now() < deadline) {
 await cleanupFuzz();
 for (const [name, n] of runs) console.log(`${name.padEnd(14)} ${n} runs`);
 const total = [...runs.values()].reduce((a, b) => a + b, 0);
-console.log(`RESULT fuzz rounds=${round} runs=${total} failures=0 minutes=${minutes}`);
+console.log(
+  `RESULT fuzz rounds=${round} runs=${total} failures=0 minutes=${minutes}` +
+    ` peak_rss_mib=${Math.round(peakRss / 2 ** 20)}`,
+);

@@ -47,6 +47,12 @@ export interface FuzzTarget {
   ciRuns: number;
 }
 
+/**
+ * Longest one run may take before it counts as a hang (fast-check fails the property). Runs
+ * take milliseconds; the margin is for a loaded CI machine.
+ */
+export const RUN_TIMEOUT_MS = 30_000;
+
 /** Runs `f`; an error other than our typed ones fails the property. */
 export async function onlyTyped<T>(f: () => Promise<T> | T): Promise<T | undefined> {
   try {

@@ -26,7 +26,14 @@ import {
 } from "../src/estargz/mod.ts";
 import { padding, ustarFileHeader } from "../src/estargz/_tar.ts";
 import { LayerTree } from "../src/fs/_tree.ts";
-import { cleanupFuzz, memoryReader, readAllTar, rechecksum, TARGETS } from "./_fuzz.ts";
+import {
+  cleanupFuzz,
+  memoryReader,
+  readAllTar,
+  rechecksum,
+  RUN_TIMEOUT_MS,
+  TARGETS,
+} from "./_fuzz.ts";
 import { buildTar, sha256, tocOnlyBlob } from "./estargz_fixtures.ts";
 
 /** The CI seed; a failure prints the seed and path that replay it. */
@@ -37,7 +44,12 @@ after(cleanupFuzz);
 describe("fuzz corpus (fixed seed)", () => {
   for (const t of TARGETS) {
     it(t.name, async () => {
-      await fc.assert(t.property(), { seed: SEED, numRuns: t.ciRuns, endOnFailure: true });
+      await fc.assert(t.property(), {
+        seed: SEED,
+        numRuns: t.ciRuns,
+        endOnFailure: true,
+        timeout: RUN_TIMEOUT_MS,
+      });
     });
   }
 });

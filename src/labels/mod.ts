@@ -110,16 +110,13 @@ const SourceLabels = v.object({
  */
 export function remoteSource(labels: Record<string, string>): RemoteSource | undefined {
   const pick = (ref: string, digest: string, layers: string) =>
-    labels[ref] && labels[digest]
-      ? { ref, digest, layers, refValue: labels[ref], digestValue: labels[digest] }
-      : undefined;
+    labels[ref] && labels[digest] ? { ref, digest, layers } : undefined;
   const set = pick(CRI_IMAGE_REF_LABEL, CRI_LAYER_DIGEST_LABEL, CRI_IMAGE_LAYERS_LABEL) ??
     pick(STARGZ_REFERENCE_LABEL, STARGZ_DIGEST_LABEL, STARGZ_LAYERS_LABEL);
   if (!set) return undefined;
+  // Which label each parsed field comes from, to name it when it is refused.
   const names = {
-    ref: set.ref,
-    digest: set.digest,
-    layers: set.layers,
+    ...set,
     urls: REMOTE_URLS_LABEL,
     tocDigest: TOC_DIGEST_LABEL,
     prefetchSize: PREFETCH_SIZE_LABEL,
