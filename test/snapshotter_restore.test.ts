@@ -86,6 +86,10 @@ describe("stargz serve restart with remote snapshots", () => {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(sgz.child.exitCode, null, sgz.logs());
       await fs.stat(sgz.address);
+      // `stargz status` finds the admin API beside the socket and names the failure.
+      const status = await runCli(["status", "--address", sgz.address, "--config", config]);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, /^RESTORE FAILURES 1\n  chain-l1 \(.*\): .+$/m);
     } finally {
       assert.equal(await sgz.stop(), 0, sgz.logs());
     }
