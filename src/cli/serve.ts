@@ -85,12 +85,6 @@ export const serveCommand: Command = {
     const root = str(flags, "root") ?? DEFAULT_ROOT;
     const address = str(flags, "address") ?? DEFAULT_ADDRESS;
     const config = loaded.config;
-    log.info("starting", {
-      version: `${VERSION} ${REVISION}`,
-      config: loaded.file ?? `${configPath} (absent: defaults)`,
-      root,
-      address,
-    });
     const daemon = await startDaemon({
       address,
       root,
@@ -103,6 +97,13 @@ export const serveCommand: Command = {
           registry: new RegistryClient(registryOptionsFromConfig(config, log)),
           log,
         }),
+    });
+    // After the start, so that a start failure stays one line; before anything else is served.
+    log.info("running", {
+      version: `${VERSION} ${REVISION}`,
+      config: loaded.file ?? `${configPath} (absent: defaults)`,
+      root,
+      address,
     });
     const layers = daemon.fileSystem as LayerFileSystem;
     const startedAt = new Date().toISOString();
