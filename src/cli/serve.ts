@@ -127,7 +127,13 @@ export const serveCommand: Command = {
     try {
       const at = adminAddress(config.admin.address, address);
       if (at) {
-        servers.push(await startAdmin(at, sources, log, { metrics: !config.no_prometheus }));
+        try {
+          servers.push(await startAdmin(at, sources, log, { metrics: !config.no_prometheus }));
+        } catch (err) {
+          // Only an address someone asked for is worth refusing to start over.
+          if (config.admin.address) throw err;
+          log.warn("admin API not started", { address: at, error: (err as Error).message });
+        }
       }
       if (config.metrics_address && !config.no_prometheus) {
         servers.push(

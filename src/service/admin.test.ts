@@ -165,6 +165,11 @@ describe("admin API", () => {
     const a = await startAdmin(sock, sources, new Logger());
     try {
       assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+      await assert.rejects(
+        startAdmin(sock, sources, new Logger()),
+        /another process is already serving on it/,
+        "a live socket is not taken over",
+      );
       const r = await getUnix(sock, "/v1/snapshots");
       assert.equal(r.status, 200);
       assert.deepEqual(JSON.parse(r.body), [{ key: "k", kind: "committed" }]);

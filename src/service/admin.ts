@@ -23,6 +23,7 @@ import type { Logger } from "../log/mod.ts";
 import { METRICS, renderMetrics } from "../metrics/mod.ts";
 import { type FallbackInput, groupByImage, type MountedInput, type Status } from "./_status.ts";
 import { renderStatusPage } from "./_status_page.ts";
+import { prepareSocketPath } from "./_socket.ts";
 
 /** One mounted layer as the admin API shows it. */
 export interface AdminLayer extends MountedInput {
@@ -131,7 +132,8 @@ export async function serveApp(
     }
   });
   const isSocket = address.startsWith("/");
-  if (isSocket) await fs.rm(address, { force: true });
+  // A stale socket is replaced; a live one (another daemon) is refused, never taken over.
+  if (isSocket) await prepareSocketPath(address);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     if (isSocket) server.listen(address, resolve);
