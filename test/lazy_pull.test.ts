@@ -125,7 +125,7 @@ before(async () => {
   process.env.DOCKER_CONFIG = dockerConfig;
   fs.writeFileSync(
     path.join(dir, "config.toml"),
-    `[admin]\naddress = "${path.join(dir, "admin.sock")}"\n`,
+    `metrics_address = "127.0.0.1:0"\n[admin]\naddress = "${path.join(dir, "admin.sock")}"\n`,
   );
   await startDaemon();
   ctd = await startContainerd({ dir, snapshotterAddress: daemon!.address });
@@ -236,6 +236,26 @@ describe("lazy pull with containerd", () => {
       ),
     );
     assert.match(dom, /<table id="cache">.*diskBytes/s);
+  });
+
+  it("metrics_address serves upstream's metrics for the reads the containers made", async () => {
+    const served = daemon!.logs().split("\n").filter((l) => l.includes('"metrics API serving"'))
+      .map((l) => JSON.parse(l).address as string).pop();
+    assert.ok(served, "the metrics server announced its address");
+    const text = await (await fetch(`${served}/metrics`)).text();
+    const sample = (name: string, labels: string) => {
+      const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, "m").exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    for (const l of esgzImage.layers) {
+      const op = (t: string) => `operation_type="${t}",layer="${l.digest}"`;
+      assert.ok(sample("stargz_fs_operation_duration_milliseconds_count", op("mount"))! >= 1);
+      assert.ok(sample("stargz_fs_operation_count", op("on_demand_read_access_count"))! > 0);
+      assert.ok(sample("stargz_fs_layer_size_bytes", `digest="${l.digest}",mountpoint="[^"]+"`)!);
+    }
+    const host = reg!.host;
+    assert.ok(sample("stargz_registry_requests_total", `host="${host}",code="200"`)! > 0, text);
+    assert.ok(sample("stargz_fallback_total", 'reason="[^"]+"')! >= 1);
   });
 
   it("runs a plain image (every layer falls back)", async () => {
