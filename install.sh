@@ -122,7 +122,8 @@ download_release() {
 
 build_checkout() {
   src=$checkout/dist/stargz-linux-$ARCH
-  if [ ! -x "$src" ]; then
+  # Rebuilt when missing or older than the sources: this checkout is what gets installed.
+  if [ ! -x "$src" ] || [ -n "$(cd "$checkout" && find src compile.ts package.json -newer "$src" 2>/dev/null | head -n 1)" ]; then
     say "building $src from the checkout"
     command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     (cd "$checkout" && npm ci --no-audit --no-fund >/dev/null && node_modules/.bin/bun compile.ts >&2)

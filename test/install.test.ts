@@ -232,6 +232,19 @@ echo restart >>restarts
     assert.equal(await fs.readFile(p("ctd", "config.toml"), "utf8"), before);
   });
 
+  it("--kubernetes makes stargz CRI's snapshotter, restarting containerd once more", async () => {
+    const r = await install("--kubernetes");
+    assert.equal(r.code, 0, r.out);
+    const text = await fs.readFile(p("ctd", "config.toml"), "utf8");
+    assert.match(
+      text,
+      /\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\]\nsnapshotter = "stargz"\ndisable_snapshot_annotations = false/,
+    );
+    assert.equal(await restarts(), 2);
+    const { stdout: plugins } = await ctr("plugins", "ls");
+    assert.match(plugins, /io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/);
+  });
+
   it("--uninstall leaves containerd working without the plugin and keeps the data", async () => {
     const pid = await daemonPid();
     const r = await install("--uninstall");
@@ -242,7 +255,7 @@ echo restart >>restarts
       code: "ENOENT",
     });
     assert.doesNotMatch(await fs.readFile(p("ctd", "config.toml"), "utf8"), /stargz/);
-    assert.equal(await restarts(), 2);
+    assert.equal(await restarts(), 3);
     const { stdout: plugins } = await ctr("plugins", "ls");
     assert.doesNotMatch(plugins, /stargz/);
     await ctr("snapshots", "--snapshotter", "overlayfs", "ls");
