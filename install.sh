@@ -238,7 +238,7 @@ fi
 command -v containerd >/dev/null 2>&1 || apt_install containerd runc
 if $kubernetes; then set -- add --kubernetes; else set -- add; fi
 containerd_changed=$(containerd_config "$@") || die "could not edit $CONTAINERD_CONFIG"
-[ "$containerd_changed" = unchanged ] || say "added the stargz plugin to $CONTAINERD_CONFIG"
+[ "$containerd_changed" = unchanged ] || say "merged the stargz settings into $CONTAINERD_CONFIG"
 
 # 4. The daemon, then containerd.
 if [ "$INIT" = systemd ]; then

@@ -35,10 +35,11 @@ systemd-nspawn -q --boot --register=no --keep-unit -D "$work/root" --bind=/dev/f
 nspawn=$!
 pids=("$nspawn" "${pids[@]}")
 for _ in $(seq 300); do
-  init=$(ps -o pid= --ppid "$nspawn" | head -n 1 | tr -d ' ')
+  init=$(ps -o pid= --ppid "$nspawn" | head -n 1 | tr -d ' ' || true)
   [ -n "$init" ] && nsenter -t "$init" -a -- systemctl is-system-running --quiet 2>/dev/null && break
   sleep 0.2
 done
+[ -n "$init" ] || { cat "$work/boot.log"; exit 1; }
 port=$(grep -o 'port [0-9]*' "$work/http.log" | cut -d' ' -f2)
 url=http://127.0.0.1:$port
 inside() { nsenter -t "$init" -a -- /bin/sh -c "$1"; }
