@@ -26,6 +26,7 @@ import type { BuiltLayer } from "./_images.ts";
 import { startRegistry } from "./_registry.ts";
 import { ARTIFACTS, chromium, renderPage } from "./_chromium.ts";
 import { runCli } from "./_cli.ts";
+import { NO_LAYER } from "../src/metrics/mod.ts";
 import type { PushedImage, TestRegistry } from "./_registry.ts";
 
 let dir: string;
@@ -253,6 +254,21 @@ describe("lazy pull with containerd", () => {
       assert.ok(sample("stargz_fs_operation_count", op("on_demand_read_access_count"))! > 0);
       assert.ok(sample("stargz_fs_layer_size_bytes", `digest="${l.digest}",mountpoint="[^"]+"`)!);
     }
+    assert.ok(
+      esgzImage.layers.some((l) =>
+        sample(
+          "stargz_fs_operation_duration_microseconds_count",
+          `operation_type="node_readdir",layer="${l.digest}"`,
+        )! > 0
+      ),
+      "the containers listed directories",
+    );
+    assert.ok(
+      sample(
+        "stargz_fs_operation_duration_milliseconds_count",
+        `operation_type="all_prefetches_completed",layer="${NO_LAYER}"`,
+      )! >= 1,
+    );
     const host = reg!.host;
     assert.ok(sample("stargz_registry_requests_total", `host="${host}",code="200"`)! > 0, text);
     assert.ok(sample("stargz_fallback_total", 'reason="[^"]+"')! >= 1);

@@ -125,6 +125,8 @@ const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 /** Upstream's `operation_type` values that this daemon records. */
 export const Operation = {
   mount: "mount",
+  nodeReaddir: "node_readdir",
+  prefetchesCompleted: "all_prefetches_completed",
   remoteRegistryGet: "remote_registry_get",
   readOnDemand: "read_on_demand",
   onDemandReadAccessCount: "on_demand_read_access_count",
@@ -253,6 +255,9 @@ export const METRICS = {
     "gauge",
   ),
 } as const;
+
+/** The `layer` label of operations upstream records for no layer: sha256 of "". */
+export const NO_LAYER = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Records how long `operation` took on `layer` since `startMs` (`performance.now()`). */
 export function observeMs(operation: string, layer: string, startMs: number): void {
