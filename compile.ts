@@ -1,13 +1,15 @@
 /**
- * Builds the single-file executables `dist/stargz-linux-amd64` and `dist/stargz-linux-arm64`
- * with `bun build --compile`, prints each file's size and sha256, and writes `dist/SHA256SUMS`.
- * Run as `npx bun compile.ts`. The bundle contains every source, proto descriptor and asset:
+ * Builds the release set in `dist/`: the single-file executables `stargz-linux-amd64` and
+ * `stargz-linux-arm64` (`bun build --compile`), each also gzip-compressed (`.gz`, what
+ * install.sh downloads: about half the size, and every machine can unpack it), `install.sh`, and
+ * `SHA256SUMS` over all of them. Prints each file's size and sha256. Run as `npx bun compile.ts`. The bundle contains every source, proto descriptor and asset:
  * the binaries read nothing from the source tree.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { gzipSync } from "node:zlib";
 
 const TARGETS = [
   { file: "stargz-linux-amd64", target: "bun-linux-x64" },
@@ -30,6 +32,12 @@ function gitRevision(): string {
 fs.mkdirSync(dist, { recursive: true });
 const revision = gitRevision();
 const sums: string[] = [];
+function record(file: string): void {
+  const data = fs.readFileSync(path.join(dist, file));
+  const sum = createHash("sha256").update(data).digest("hex");
+  sums.push(`${sum}  ${file}`);
+  console.log(`${file}  ${(data.length / 1048576).toFixed(1)} MiB  sha256:${sum}`);
+}
 for (const t of TARGETS) {
   const out = path.join(dist, t.file);
   execFileSync(bun, [
@@ -43,9 +51,11 @@ for (const t of TARGETS) {
     out,
   ], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
   const data = fs.readFileSync(out);
-  const sum = createHash("sha256").update(data).digest("hex");
-  sums.push(`${sum}  ${t.file}`);
-  console.log(`${t.file}  ${(data.length / 1048576).toFixed(1)} MiB  sha256:${sum}`);
+  fs.writeFileSync(`${out}.gz`, gzipSync(data, { level: 9 }));
+  record(t.file);
+  record(`${t.file}.gz`);
 }
+fs.copyFileSync(path.join(root, "install.sh"), path.join(dist, "install.sh"));
+record("install.sh");
 fs.writeFileSync(path.join(dist, "SHA256SUMS"), sums.join("\n") + "\n");
 console.log(`revision ${revision}; wrote dist/SHA256SUMS`);

@@ -10,7 +10,12 @@ DEB_PACKAGES=(
   busybox-static                    # test images are built from it
   apache2-utils                     # htpasswd for the basic-auth registry tests
   zstd kmod fuse3 libfuse2 openssl curl iproute2 e2fsprogs xfsprogs file
+  chromium                          # headless: the admin status page is rendered in a real browser
+  qemu-user-static                  # runs the arm64 binary in scripts/smoke-binary.sh
+  libc6:arm64 libstdc++6:arm64      # what the arm64 binary links (multiarch, added below)
 )
+# The arm64 libraries come from Debian's multiarch: the architecture must be known to dpkg first.
+dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; apt-get update -qq; }
 # A fresh Debian has no Node.js: npm is what installs Bun and Deno (from the npm registry).
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 

@@ -24,6 +24,9 @@ import {
 } from "./_images.ts";
 import type { BuiltLayer } from "./_images.ts";
 import { startRegistry } from "./_registry.ts";
+import { ARTIFACTS, chromium, renderPage } from "./_chromium.ts";
+import { runCli } from "./_cli.ts";
+import { NO_LAYER } from "../src/metrics/mod.ts";
 import type { PushedImage, TestRegistry } from "./_registry.ts";
 
 let dir: string;
@@ -53,14 +56,18 @@ function newDecisions(): { prepared: string; reason?: string; digest?: string }[
   return out;
 }
 
-function adminGet(p: string): Promise<unknown> {
+function adminText(p: string): Promise<string> {
   return new Promise((resolve, reject) => {
     http.get({ socketPath: path.join(dir, "admin.sock"), path: p }, (res) => {
       let body = "";
       res.on("data", (d) => (body += d));
-      res.on("end", () => resolve(JSON.parse(body)));
+      res.on("end", () => resolve(body));
     }).on("error", reject);
   });
+}
+
+async function adminGet(p: string): Promise<unknown> {
+  return JSON.parse(await adminText(p));
 }
 
 async function startDaemon(): Promise<void> {
@@ -119,7 +126,7 @@ before(async () => {
   process.env.DOCKER_CONFIG = dockerConfig;
   fs.writeFileSync(
     path.join(dir, "config.toml"),
-    `[admin]\naddress = "${path.join(dir, "admin.sock")}"\n`,
+    `metrics_address = "127.0.0.1:0"\n[admin]\naddress = "${path.join(dir, "admin.sock")}"\n`,
   );
   await startDaemon();
   ctd = await startContainerd({ dir, snapshotterAddress: daemon!.address });
@@ -165,8 +172,9 @@ describe("lazy pull with containerd", () => {
     );
   });
 
+  let mixed: PushedImage;
   it("falls back per layer for an image mixing eStargz and plain gzip layers", async () => {
-    const mixed = await pushLayers(reg!, "lazy/mixed", "v1", [busybox.esgz, data.plain]);
+    mixed = await pushLayers(reg!, "lazy/mixed", "v1", [busybox.esgz, data.plain]);
     await criPull(ctd!.address, mixed.ref);
     const decisions = newDecisions();
     // The busybox layer is shared with the first image: containerd already has its snapshot.
@@ -178,6 +186,92 @@ describe("lazy pull with containerd", () => {
       "containerd downloaded the plain layer itself",
     );
     assert.equal(await run(mixed.ref, "cat /data/hello"), "hello lazy\n");
+  });
+
+  it("stargz status and the status page show remote layers and fallbacks with reasons", async () => {
+    const res = await runCli(["status", "--admin", path.join(dir, "admin.sock")]);
+    assert.equal(res.code, 0, res.stderr);
+    const lines = res.stdout.split("\n");
+    const section = (ref: string) => {
+      const at = lines.indexOf(`IMAGE ${ref}`);
+      assert.ok(at >= 0, res.stdout);
+      const end = lines.indexOf("", at);
+      return lines.slice(at, end === -1 ? undefined : end).join("\n");
+    };
+    for (const l of esgzImage.layers) {
+      assert.match(
+        section(esgzImage.ref),
+        new RegExp(`${l.digest} .*\\[[#.]{20}\\] +\\d+\\.\\d% +remote`),
+      );
+    }
+    assert.match(section(mixed.ref), new RegExp(`${mixed.layers[1].digest} .* fallback: \\S`));
+    assert.match(res.stdout, new RegExp(`^config ${path.join(dir, "config.toml")}$`, "m"));
+    const json = await runCli(["status", "--admin", path.join(dir, "admin.sock"), "--json"]);
+    const doc = JSON.parse(json.stdout);
+    assert.equal(doc.daemon.root, daemon!.root);
+
+    const page = path.join(dir, "status.html");
+    fs.writeFileSync(page, await adminText("/"));
+    const browser = await chromium();
+    if (!browser) {
+      assert.fail("chromium is not installed (scripts/setup-dev.sh installs it)");
+    }
+    const shot = path.join(ARTIFACTS, `status-page-${process.pid}.png`);
+    const dom = await renderPage(browser, page, shot);
+    console.log(`status page screenshot: ${shot}`);
+    assert.ok(fs.statSync(shot).size > 1000, "a screenshot was written");
+    assert.match(dom, new RegExp(`<h2>${esgzImage.ref.replace(/[.]/g, "\\.")}</h2>`));
+    const bars = [
+      ...dom.matchAll(
+        /<tr class="layer" data-digest="([^"]+)" data-mode="remote">.*?aria-valuenow="([\d.]+)"/g,
+      ),
+    ];
+    assert.deepEqual(
+      new Set(bars.map((b) => b[1])),
+      new Set([...esgzImage.layers.map((l) => l.digest)]),
+    );
+    assert.match(
+      dom,
+      new RegExp(
+        `data-digest="${mixed.layers[1].digest}" data-mode="fallback">.*?class="reason">[^<]+<`,
+      ),
+    );
+    assert.match(dom, /<table id="cache">.*diskBytes/s);
+  });
+
+  it("metrics_address serves upstream's metrics for the reads the containers made", async () => {
+    const served = daemon!.logs().split("\n").filter((l) => l.includes('"metrics API serving"'))
+      .map((l) => JSON.parse(l).address as string).pop();
+    assert.ok(served, "the metrics server announced its address");
+    const text = await (await fetch(`${served}/metrics`)).text();
+    const sample = (name: string, labels: string) => {
+      const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, "m").exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    for (const l of esgzImage.layers) {
+      const op = (t: string) => `operation_type="${t}",layer="${l.digest}"`;
+      assert.ok(sample("stargz_fs_operation_duration_milliseconds_count", op("mount"))! >= 1);
+      assert.ok(sample("stargz_fs_operation_count", op("on_demand_read_access_count"))! > 0);
+      assert.ok(sample("stargz_fs_layer_size_bytes", `digest="${l.digest}",mountpoint="[^"]+"`)!);
+    }
+    assert.ok(
+      esgzImage.layers.some((l) =>
+        sample(
+          "stargz_fs_operation_duration_microseconds_count",
+          `operation_type="node_readdir",layer="${l.digest}"`,
+        )! > 0
+      ),
+      "the containers listed directories",
+    );
+    assert.ok(
+      sample(
+        "stargz_fs_operation_duration_milliseconds_count",
+        `operation_type="all_prefetches_completed",layer="${NO_LAYER}"`,
+      )! >= 1,
+    );
+    const host = reg!.host;
+    assert.ok(sample("stargz_registry_requests_total", `host="${host}",code="200"`)! > 0, text);
+    assert.ok(sample("stargz_fallback_total", 'reason="[^"]+"')! >= 1);
   });
 
   it("runs a plain image (every layer falls back)", async () => {

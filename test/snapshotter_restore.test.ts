@@ -16,7 +16,7 @@ import {
   STARGZ_REFERENCE_LABEL,
   TARGET_SNAPSHOT_LABEL,
 } from "../src/snapshot/mod.ts";
-import { runCli } from "./_cli.ts";
+import { runCli, startCli } from "./_cli.ts";
 import { cleanupDir, startStargz, waitUntil } from "./_containerd.ts";
 import { BindLayerFs } from "./snapshotter_bindfs.ts";
 
@@ -86,6 +86,26 @@ describe("stargz serve restart with remote snapshots", () => {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(sgz.child.exitCode, null, sgz.logs());
       await fs.stat(sgz.address);
+      // `stargz status` finds the admin API beside the socket and names the failure.
+      const status = await runCli(["status", "--address", sgz.address, "--config", config]);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, /^RESTORE FAILURES 1\n  chain-l1 \(.*\): .+$/m);
+      // --watch redraws until stopped.
+      const watch = startCli([
+        "status",
+        "--address",
+        sgz.address,
+        "--config",
+        config,
+        "--watch",
+        "--interval",
+        "1",
+      ]);
+      let screen = "";
+      watch.stdout!.on("data", (d) => (screen += d));
+      await waitUntil(() => screen.split("\x1b[2J").length > 2, 30_000, "two refreshes");
+      watch.kill("SIGTERM");
+      assert.match(screen, /RESTORE FAILURES 1/);
     } finally {
       assert.equal(await sgz.stop(), 0, sgz.logs());
     }

@@ -8,6 +8,8 @@ export interface Command {
   /** Usage line after `stargz <name>`, e.g. `[flags] SOURCE MOUNTPOINT`. */
   usage: string;
   flags: FlagSpec[];
+  /** Left out of `stargz --help` (commands for scripts, not people). */
+  hidden?: boolean;
   /** Runs the command; resolves to the process exit code. */
   run(flags: ParsedFlags): Promise<number>;
 }

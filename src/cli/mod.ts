@@ -1,6 +1,7 @@
 /**
  * The `stargz` command line: subcommand dispatch, help, version and exit codes.
  */
+import * as fs from "node:fs";
 import { log } from "../log/mod.ts";
 import { invokedName, runtimeVersion } from "../runtime/mod.ts";
 import { RootDirError, SocketPathError } from "../service/mod.ts";
@@ -9,6 +10,7 @@ import type { Command } from "./_command.ts";
 import { COMMANDS } from "./_commands.ts";
 import { formatFlags, parseFlags, UsageError } from "./_flags.ts";
 import { REVISION, VERSION } from "./_version.ts";
+import { DEFAULT_CONFIG, DEFAULT_ROOT } from "./serve.ts";
 
 export type { Command } from "./_command.ts";
 export { CommandError } from "./_command.ts";
@@ -17,8 +19,9 @@ export { CommandError } from "./_command.ts";
 export const GO_DAEMON_NAME = "containerd-stargz-grpc";
 
 function topHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
-  const rows = COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n");
+  const shown = COMMANDS.filter((c) => !c.hidden);
+  const width = Math.max(...shown.map((c) => c.name.length));
+  const rows = shown.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n");
   return `stargz ${VERSION}: containerd Stargz Snapshotter (lazy eStargz layers over FUSE)
 
 Usage:
@@ -38,8 +41,25 @@ function commandHelp(cmd: Command): string {
   }`;
 }
 
-function versionLine(): string {
-  return `stargz ${VERSION} ${REVISION} (${runtimeVersion()})`;
+/** The value of `--name X` / `--name=X` (either dash count) in `args`, for `--version`. */
+function flagValue(args: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--?([^=]+)(?:=(.*))?$/.exec(args[i]);
+    if (m?.[1] === name) return m[2] ?? args[i + 1];
+  }
+  return undefined;
+}
+
+/**
+ * The version, then the config file and root a daemon started with the same flags would use
+ * (operators asking "which binary, which config?" ask both at once).
+ */
+function versionText(args: readonly string[]): string {
+  const config = flagValue(args, "config") ?? DEFAULT_CONFIG;
+  const present = fs.existsSync(config) ? "" : " (absent: defaults)";
+  return `stargz ${VERSION} ${REVISION} (${runtimeVersion()})
+config ${config}${present}
+root   ${flagValue(args, "root") ?? DEFAULT_ROOT}`;
 }
 
 /** Runs the command line `args`; resolves to the exit code. Never throws. */
@@ -58,7 +78,7 @@ export async function main(args: readonly string[]): Promise<number> {
       return first === undefined ? 2 : 0;
     }
     if (first === "--version" || first === "-version" || first === "version" || first === "-v") {
-      console.log(versionLine());
+      console.log(versionText(rest));
       return 0;
     }
     cmd = COMMANDS.find((c) => c.name === first);
@@ -74,7 +94,7 @@ export async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
   if (rest.some((a) => a === "--version" || a === "-version")) {
-    console.log(versionLine());
+    console.log(versionText(rest));
     return 0;
   }
   try {

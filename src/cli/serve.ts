@@ -2,18 +2,26 @@ import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
 import { RegistryClient } from "../registry/mod.ts";
-import { startAdmin } from "../service/admin.ts";
-import type { AdminServer } from "../service/admin.ts";
+import * as path from "node:path";
+import { metricsApp, serveApp, startAdmin } from "../service/admin.ts";
+import type { AdminServer, AdminSources } from "../service/admin.ts";
 import { startDaemon } from "../service/mod.ts";
 import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";
+import { REVISION, VERSION } from "./_version.ts";
 
 /** Defaults shared with the Go `containerd-stargz-grpc`. */
 export const DEFAULT_ADDRESS = "/run/containerd-stargz-grpc/containerd-stargz-grpc.sock";
 export const DEFAULT_CONFIG = "/etc/containerd-stargz-grpc/config.toml";
 export const DEFAULT_ROOT = "/var/lib/containerd-stargz-grpc";
+
+/** Where the admin API listens: `[admin] address`, else `admin.sock` beside the socket. */
+export function adminAddress(configured: string, address: string): string | undefined {
+  if (configured === "off") return undefined;
+  return configured || path.join(path.dirname(address), "admin.sock");
+}
 
 /** Resolves when the process receives SIGINT or SIGTERM; names the signal. */
 function nextStopSignal(): Promise<string> {
@@ -75,9 +83,10 @@ export const serveCommand: Command = {
     for (const w of loaded.warnings) log.warn(w, { config: configPath });
     const stopped = nextStopSignal();
     const root = str(flags, "root") ?? DEFAULT_ROOT;
+    const address = str(flags, "address") ?? DEFAULT_ADDRESS;
     const config = loaded.config;
     const daemon = await startDaemon({
-      address: str(flags, "address") ?? DEFAULT_ADDRESS,
+      address,
       root,
       config,
       log,
@@ -89,23 +98,55 @@ export const serveCommand: Command = {
           log,
         }),
     });
-    let admin: AdminServer | undefined;
-    if (config.admin.address) {
-      const layers = daemon.fileSystem as LayerFileSystem;
-      admin = await startAdmin(
-        config.admin.address,
-        {
-          layers: () => layers.mounted(),
-          cache: () => ({ ...layers.cache.stats() }),
-          snapshots: () => daemon.snapshotter.list(),
-          restore: () => daemon.snapshotter.restoreStatus(),
-        },
-        log,
-        { metrics: !config.no_prometheus },
-      );
+    // After the start, so that a start failure stays one line; before anything else is served.
+    log.info("running", {
+      version: `${VERSION} ${REVISION}`,
+      config: loaded.file ?? `${configPath} (absent: defaults)`,
+      root,
+      address,
+    });
+    const layers = daemon.fileSystem as LayerFileSystem;
+    const startedAt = new Date().toISOString();
+    const sources: AdminSources = {
+      daemon: () => ({
+        version: `${VERSION} ${REVISION}`,
+        config: configPath,
+        configFound: loaded.file !== undefined,
+        root,
+        address,
+        pid: process.pid,
+        startedAt,
+      }),
+      layers: () => layers.mounted(),
+      fallbacks: () => daemon.snapshotter.fallbacks(),
+      cache: () => ({ ...layers.cache.stats() }),
+      snapshots: () => daemon.snapshotter.list(),
+      restore: () => daemon.snapshotter.restoreStatus(),
+    };
+    const servers: AdminServer[] = [];
+    try {
+      const at = adminAddress(config.admin.address, address);
+      if (at) {
+        try {
+          servers.push(await startAdmin(at, sources, log, { metrics: !config.no_prometheus }));
+        } catch (err) {
+          // Only an address someone asked for is worth refusing to start over.
+          if (config.admin.address) throw err;
+          log.warn("admin API not started", { address: at, error: (err as Error).message });
+        }
+      }
+      if (config.metrics_address && !config.no_prometheus) {
+        servers.push(
+          await serveApp(config.metrics_address, metricsApp(sources), log, "metrics API"),
+        );
+      }
+    } catch (err) {
+      await Promise.all(servers.map((s) => s.close()));
+      await daemon.stop();
+      throw new CommandError(`admin or metrics address: ${(err as Error).message}`, 1);
     }
     const outcome = await Promise.race([stopped, daemon.fatal]).catch((err: Error) => err);
-    await admin?.close();
+    await Promise.all(servers.map((s) => s.close()));
     if (outcome instanceof Error) {
       await daemon.stop();
       throw new CommandError(outcome.message, 1);

@@ -42,7 +42,7 @@ max_concurrency = 2
 no_prometheus = false
 # Log the first access to each file. (not implemented)
 log_file_access = false
-# host:port of a Prometheus metrics endpoint; "" = off. (not implemented)
+# host:port serving Prometheus /metrics (upstream's metric names); "" = off.
 metrics_address = ""
 # Unix socket for /debug endpoints; "" = off. (not implemented, see [admin])
 debug_address = ""
@@ -121,7 +121,8 @@ request_timeout_sec = 30
 allow_invalid_mounts_on_restart = false
 
 [admin]
-# Admin HTTP API: "" = off, an absolute unix socket path, or host:port.
+# Admin HTTP API (status page, JSON, metrics): "" = admin.sock beside the snapshotter socket
+# (/run/containerd-stargz-grpc/admin.sock, mode 0600), "off", a unix socket path, or host:port.
 address = ""
 
 [cache]

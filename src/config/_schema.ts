@@ -93,16 +93,31 @@ function size(def: number | string) {
   );
 }
 
-/** `[admin] address`: empty (off), an absolute unix socket path, or `host:port`. */
-const ADMIN_ADDRESS = 'an admin address: "" (disabled), "/path/to.sock" or "host:port"';
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:/\s]*):\d{1,5}$/;
+
+/**
+ * `[admin] address`: empty (the default: `admin.sock` beside the snapshotter socket), "off",
+ * an absolute unix socket path, or `host:port`.
+ */
+const ADMIN_ADDRESS =
+  'an admin address: "" (admin.sock beside the snapshotter socket), "off", "/path/to.sock" or "host:port"';
 const adminAddress = v.optional(
   v.pipe(
     v.string(ADMIN_ADDRESS),
     v.check(
-      (s: string) =>
-        s === "" || s.startsWith("/") || /^(\[[0-9a-fA-F:.]+\]|[^:/\s]*):\d{1,5}$/.test(s),
+      (s: string) => s === "" || s === "off" || s.startsWith("/") || HOST_PORT.test(s),
       ADMIN_ADDRESS,
     ),
+  ),
+  "",
+);
+
+/** `metrics_address` (upstream's): empty (off) or `host:port` for Prometheus to scrape. */
+const METRICS_ADDRESS = 'a metrics address: "" (off) or "host:port"';
+const metricsAddress = v.optional(
+  v.pipe(
+    v.string(METRICS_ADDRESS),
+    v.check((s: string) => s === "" || HOST_PORT.test(s), METRICS_ADDRESS),
   ),
   "",
 );
@@ -155,7 +170,7 @@ export const ConfigSchema = v.strictObject({
   no_prometheus: bool(),
   log_file_access: bool(),
   // cmd/containerd-stargz-grpc snapshotterConfig
-  metrics_address: str(),
+  metrics_address: metricsAddress,
   debug_address: str(),
   ipfs: bool(),
   metadata_store: v.optional(v.picklist(["memory", "db"], 'one of "memory" or "db"'), "memory"),

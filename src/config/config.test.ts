@@ -289,14 +289,24 @@ describe("our keys", () => {
     );
   });
 
-  it("admin address: off, unix socket, or host:port", () => {
-    for (const ok of ["", "/run/stargz/admin.sock", "127.0.0.1:15300", "[::1]:80", ":8080"]) {
+  it("admin address: beside the socket, off, unix socket, or host:port", () => {
+    for (
+      const ok of ["", "off", "/run/stargz/admin.sock", "127.0.0.1:15300", "[::1]:80", ":8080"]
+    ) {
       const toml = `[admin]\naddress = ${JSON.stringify(ok)}\n`;
       assert.equal(parseConfig(toml, "a.toml").config.admin.address, ok);
     }
     assert.match(
       errorOf('[admin]\naddress = "relative.sock"\n'),
       /^c\.toml:2: "admin\.address" must be an admin address/,
+    );
+    assert.equal(
+      parseConfig('metrics_address = "127.0.0.1:8234"\n', "a.toml").config.metrics_address,
+      "127.0.0.1:8234",
+    );
+    assert.match(
+      errorOf('metrics_address = "/run/m.sock"\n'),
+      /^c\.toml:1: "metrics_address" must be a metrics address/,
     );
   });
 });

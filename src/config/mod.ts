@@ -32,6 +32,8 @@ export interface LoadedConfig {
   config: Config;
   /** One line per accepted-but-unimplemented key. */
   warnings: string[];
+  /** The file the config was read from; undefined when it is absent and defaults apply. */
+  file?: string;
 }
 
 /**
@@ -47,7 +49,6 @@ export const UNIMPLEMENTED_KEYS: Readonly<Record<string, string>> = {
     'only the on-disk chunk cache exists (a "memory" cache is not implemented)',
   resolve_result_entry: "deprecated upstream and ignored there too",
   log_file_access: "per-file access logging is not implemented",
-  metrics_address: "there is no Prometheus metrics endpoint",
   debug_address: "there are no /debug endpoints; see [admin] address",
   ipfs: "IPFS sources are not supported",
   metadata_store: 'only the default "memory" layer metadata store exists',
@@ -85,7 +86,7 @@ export async function loadConfig(path: string, opts: { explicit: boolean }): Pro
     if (code === "ENOENT") throw new ConfigError(`config file ${path} does not exist`);
     throw new ConfigError(`cannot read config file ${path}: ${code ?? (err as Error).message}`);
   }
-  return parseConfig(text, path);
+  return { ...parseConfig(text, path), file: path };
 }
 
 /** Parses and validates configuration text; `source` names the file in messages. */

@@ -16,6 +16,7 @@ import type {
   StatFs,
 } from "../fuse/mod.ts";
 import type { Logger } from "../log/mod.ts";
+import { observeUs, Operation } from "../metrics/mod.ts";
 import { blocksOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./_tree.ts";
 import type { LayerNode } from "./_tree.ts";
 import type { Layer } from "./layer.ts";
@@ -157,6 +158,15 @@ export class LayerFuseFs implements FileSystem {
   }
 
   readdir(node: NodeId, _fh: number, cookie: number, sink: DirectorySink): void {
+    const started = performance.now();
+    try {
+      this.#readdir(node, cookie, sink);
+    } finally {
+      observeUs(Operation.nodeReaddir, this.layer.digest, started);
+    }
+  }
+
+  #readdir(node: NodeId, cookie: number, sink: DirectorySink): void {
     if (node === this.#stateDirId) {
       // The state directory is absent from the root listing but lists its own file, as upstream,
       // so that `/.stargz-snapshotter/*.json` works inside containers.

@@ -10,6 +10,7 @@ import { chunkKey } from "./_chunk_cache.ts";
 import type { ChunkCache } from "./_chunk_cache.ts";
 import type { Range } from "./_regions.ts";
 import { RegionSet } from "./_regions.ts";
+import { METRICS, observeMs, observeUs, Operation } from "../metrics/mod.ts";
 
 /** Random access to ranges of the compressed blob (a registry blob or a local file). */
 export interface RangeSource {
@@ -84,6 +85,9 @@ export class LayerReader {
   async read(path: string, size: number, offset: number, length: number): Promise<Uint8Array> {
     const end = Math.min(size, offset + length);
     if (offset >= end) return new Uint8Array(0);
+    const started = performance.now();
+    const op = { layer: this.layerDigest };
+    METRICS.operationCount.add({ ...op, operation_type: Operation.onDemandReadAccessCount });
     const chunks = this.#chunksIn(path, offset, end);
     let covered = offset;
     for (const c of chunks) {
@@ -93,6 +97,8 @@ export class LayerReader {
       throw new Error(`${path}: no chunk holds bytes ${covered}..${end} of the file`);
     }
     const datas = await this.#load(chunks);
+    METRICS.bytesServed.add({ ...op, operation_type: Operation.onDemandBytesServed }, end - offset);
+    observeUs(Operation.readOnDemand, this.layerDigest, started);
     if (chunks.length === 1) {
       const c = chunks[0];
       return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
@@ -133,7 +139,17 @@ export class LayerReader {
     if (missing.size === 0) return out as Uint8Array[];
     const wanted = [...missing];
     const ahead = this.#readAhead(wanted);
-    const extentBytes = this.#fetchExtents([...wanted, ...ahead]);
+    const fetching = [...wanted, ...ahead];
+    const op = { layer: this.layerDigest };
+    METRICS.operationCount.add({
+      ...op,
+      operation_type: Operation.onDemandRemoteRegistryFetchCount,
+    });
+    METRICS.bytesServed.add(
+      { ...op, operation_type: Operation.onDemandBytesFetched },
+      fetching.reduce((n, e) => n + e.end - e.start, 0),
+    );
+    const extentBytes = this.#fetchExtents(fetching);
     for (const e of ahead) {
       // Neighbours are decoded into the cache after the read is answered; a bad one only
       // fails when something reads it.
@@ -209,7 +225,9 @@ export class LayerReader {
       else groups.push([e]);
     }
     const ranges: Range[] = groups.map((g) => [g[0].start, g[g.length - 1].end]);
+    const started = performance.now();
     const batch = this.source.readRanges(ranges).then((datas) => {
+      observeMs(Operation.remoteRegistryGet, this.layerDigest, started);
       ranges.forEach(([s, e]) => this.fetched.add(s, e));
       return datas;
     });

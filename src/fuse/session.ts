@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { log as rootLog, Logger } from "../log/mod.ts";
+import { METRICS } from "../metrics/mod.ts";
 import { hasPollingReader, pollingReader } from "../runtime/mod.ts";
 import {
   IN_HEADER_SIZE,
@@ -334,7 +335,9 @@ export class FuseSession {
   ): void {
     if (!(r instanceof Promise)) return done(this, req, r);
     this.#inflight.set(req.unique, req);
+    METRICS.fuseInFlight.add();
     r.then((v) => {
+      METRICS.fuseInFlight.add({}, -1);
       this.#inflight.delete(req.unique);
       if (req.done) return;
       try {
@@ -343,6 +346,7 @@ export class FuseSession {
         this.fail(req, err);
       }
     }, (err) => {
+      METRICS.fuseInFlight.add({}, -1);
       this.#inflight.delete(req.unique);
       if (!req.done) this.fail(req, err);
     });
@@ -351,7 +355,11 @@ export class FuseSession {
   /** @internal Marks `req` as in flight until `p` settles (for requests that settle themselves). */
   track(req: FuseRequest, p: Promise<unknown>): void {
     this.#inflight.set(req.unique, req);
-    p.finally(() => this.#inflight.delete(req.unique));
+    METRICS.fuseInFlight.add();
+    p.finally(() => {
+      METRICS.fuseInFlight.add({}, -1);
+      this.#inflight.delete(req.unique);
+    });
   }
 
   /** @internal FUSE_INTERRUPT for the request `unique`. */

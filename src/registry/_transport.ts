@@ -10,6 +10,7 @@
 import * as v from "valibot";
 import type { Logger } from "../log/mod.ts";
 import { log as rootLog } from "../log/mod.ts";
+import { METRICS } from "../metrics/mod.ts";
 import { Authenticator } from "./auth.ts";
 import { NotFoundError, RegistryError, TimeoutError, UnauthorizedError } from "./errors.ts";
 import type { RegistryHost } from "./hosts.ts";
@@ -227,13 +228,18 @@ export class Transport {
       let res: Response | undefined;
       let failure: unknown;
       try {
+        const started = performance.now();
         res = await fetch(opts.url, {
           method: opts.method,
           headers,
           body: opts.body as BodyInit | undefined,
           redirect: "manual",
           signal: ctrl.signal,
+        }).catch((err) => {
+          countRequest(reqHost, started, 0);
+          throw err;
         });
+        countRequest(reqHost, started, res.status);
         if (res.status === 401 && sameHost && !reauthenticated) {
           reauthenticated = true;
           const again = this.auth.unauthorized(
@@ -288,6 +294,13 @@ export class Transport {
       }
     }
   }
+}
+
+/** Registry request metrics: count by status (0: no response), latency, errors. */
+function countRequest(host: string, startedMs: number, status: number): void {
+  METRICS.registryRequests.add({ host, code: String(status) });
+  METRICS.registryRequestDuration.observe({ host }, (performance.now() - startedMs) / 1000);
+  if (status === 0 || status === 429 || status >= 500) METRICS.registryErrors.add({ host });
 }
 
 function deadlineError(opts: SendOptions, target: RequestTarget): TimeoutError {

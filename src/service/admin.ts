@@ -1,15 +1,19 @@
 /**
- * The admin HTTP API (hono), on `[admin] address` (a unix socket path or `host:port`): what the
- * Go daemon never showed — which layers are mounted, how much of each is local, cache usage, the
- * last errors — as JSON, plus Prometheus text metrics.
+ * The admin HTTP API (hono), on by default on `admin.sock` beside the snapshotter socket (mode
+ * 0600: root only), on TCP only when `[admin] address` says so: what the Go daemon never showed —
+ * which layers are mounted lazily and how much of each is local, which fell back to a full pull
+ * and why, cache use, restore failures.
  *
+ *   GET /                   the status as a self-contained HTML page
  *   GET /healthz            200 "ok"
+ *   GET /v1/status          the status document (`stargz status` reads it)
  *   GET /v1/layers          mounted layers with their state file content
  *   GET /v1/cache           chunk cache counters
  *   GET /v1/snapshots       snapshots with kind, parent and labels
  *   GET /v1/restore         remote snapshots still being restored after a restart, and those
  *                           that could not be (with the error)
- *   GET /metrics            the same numbers in Prometheus text format (off with `no_prometheus`)
+ *   GET /metrics            Prometheus text (off with `no_prometheus`); `metrics_address`
+ *                           serves only this, on TCP, as the Go daemon does
  *
  * No route takes query parameters: each has a strict (empty) valibot schema for them, so a
  * request with any is answered 400 rather than silently served as if it had none.
@@ -20,35 +24,68 @@ import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as v from "valibot";
 import type { Logger } from "../log/mod.ts";
+import { METRICS, renderMetrics } from "../metrics/mod.ts";
+import { type FallbackInput, groupByImage, type MountedInput, type Status } from "./_status.ts";
+import { renderStatusPage } from "./_status_page.ts";
+import { prepareSocketPath } from "./_socket.ts";
 
 /** One mounted layer as the admin API shows it. */
-export interface AdminLayer {
-  mountpoint: string;
-  digest: string;
-  state: {
-    digest: string;
-    size: number;
-    fetchedSize: number;
-    fetchedPercent: number;
-    error?: string;
-  };
+export interface AdminLayer extends MountedInput {
+  prefetchSize: number;
 }
 
 /** Where the admin API gets its numbers; every function is called per request. */
 export interface AdminSources {
+  daemon(): Status["daemon"];
   layers(): AdminLayer[];
+  fallbacks(): readonly FallbackInput[];
   cache(): Record<string, number>;
   snapshots(): Promise<unknown[]>;
-  restore(): { pending: string[]; failed: { name: string; mountpoint: string; error: string }[] };
+  restore(): Status["restore"];
 }
 
 /** The query parameters every route accepts: none. */
 const NoQuery = v.strictObject({});
 
-/** A Prometheus label value, escaped as the text exposition format requires. */
-function labelValue(s: string): string {
-  return s.replace(/[\\"\n]/g, (ch) => ch === "\n" ? "\\n" : `\\${ch}`);
+/** The status document. */
+export function statusOf(src: AdminSources): Status {
+  return {
+    daemon: src.daemon(),
+    images: groupByImage(src.layers(), src.fallbacks()),
+    cache: src.cache(),
+    restore: src.restore(),
+  };
 }
+
+/** The scrape-time families set from the sources, then every family as Prometheus text. */
+export function metricsText(src: AdminSources): string {
+  const layers = src.layers();
+  for (const f of [METRICS.layerFetchedSize, METRICS.layerPrefetchSize, METRICS.layerSize]) {
+    f.reset();
+  }
+  METRICS.layerFetchedBytes.reset();
+  METRICS.layerErrors.reset();
+  for (const l of layers) {
+    const labels = { digest: l.digest, mountpoint: l.mountpoint };
+    METRICS.layerFetchedSize.set(labels, l.state.fetchedSize);
+    METRICS.layerPrefetchSize.set(labels, l.prefetchSize);
+    METRICS.layerSize.set(labels, l.state.size);
+    METRICS.layerFetchedBytes.set({ digest: l.digest }, l.state.fetchedSize);
+    METRICS.layerErrors.set({ digest: l.digest }, l.state.error ? 1 : 0);
+  }
+  METRICS.layersMounted.set({}, layers.length);
+  METRICS.restoreFailures.set({}, src.restore().failed.length);
+  const c = src.cache();
+  METRICS.cacheBytes.set({ tier: "disk" }, c.diskBytes ?? 0);
+  METRICS.cacheBytes.set({ tier: "memory" }, c.memoryBytes ?? 0);
+  METRICS.cacheEvictions.set({}, c.evictions ?? 0);
+  METRICS.cacheLookups.set({ result: "memory" }, c.memoryHits ?? 0);
+  METRICS.cacheLookups.set({ result: "disk" }, c.diskHits ?? 0);
+  METRICS.cacheLookups.set({ result: "miss" }, c.misses ?? 0);
+  return renderMetrics();
+}
+
+const PROMETHEUS_TEXT = { "content-type": "text/plain; version=0.0.4; charset=utf-8" };
 
 /** The hono application (exported for tests that call `app.request`). */
 export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): Hono {
@@ -60,77 +97,43 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
     }
     await next();
   });
+  app.get("/", (c) => c.html(renderStatusPage(statusOf(src))));
   app.get("/healthz", (c) => c.text("ok\n"));
+  app.get("/v1/status", (c) => c.json(statusOf(src)));
   app.get("/v1/layers", (c) => c.json(src.layers()));
   app.get("/v1/cache", (c) => c.json(src.cache()));
   app.get("/v1/snapshots", async (c) => c.json(await src.snapshots()));
   app.get("/v1/restore", (c) => c.json(src.restore()));
-  if (opts.metrics === false) return app;
-  app.get("/metrics", (c) => {
-    const lines: string[] = [];
-    const metric = (name: string, help: string, type: string, samples: [string, number][]) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
-    };
-    const layers = src.layers();
-    metric("stargz_layers_mounted", "Layers mounted through FUSE.", "gauge", [["", layers.length]]);
-    const restore = src.restore();
-    metric(
-      "stargz_restore_failed",
-      "Remote snapshots that could not be mounted again after a restart.",
-      "gauge",
-      [[
-        "",
-        restore.failed.length,
-      ]],
-    );
-    metric(
-      "stargz_layer_fetched_bytes",
-      "Bytes of each layer blob fetched so far.",
-      "gauge",
-      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.fetchedSize]),
-    );
-    metric(
-      "stargz_layer_size_bytes",
-      "Size of each layer blob.",
-      "gauge",
-      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.size]),
-    );
-    metric(
-      "stargz_layer_errors",
-      "1 when the layer's state file reports an error.",
-      "gauge",
-      layers.map((l) => [`{digest="${labelValue(l.digest)}"}`, l.state.error ? 1 : 0]),
-    );
-    for (const [k, v] of Object.entries(src.cache())) {
-      const name = `stargz_cache_${k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())}`;
-      metric(
-        name,
-        `Chunk cache ${k}.`,
-        k.endsWith("Bytes") || k.endsWith("Chunks") ? "gauge" : "counter",
-        [["", v]],
-      );
-    }
-    return c.text(lines.join("\n") + "\n", 200, { "content-type": "text/plain; version=0.0.4" });
-  });
+  if (opts.metrics !== false) {
+    app.get("/metrics", (c) => c.text(metricsText(src), 200, PROMETHEUS_TEXT));
+  }
   return app;
 }
 
-/** A running admin server. */
+/** The app behind `metrics_address`: `/metrics` only. */
+export function metricsApp(src: AdminSources): Hono {
+  const app = new Hono();
+  app.get("/metrics", (c) => c.text(metricsText(src), 200, PROMETHEUS_TEXT));
+  return app;
+}
+
+/** A running HTTP server of the daemon. */
 export interface AdminServer {
   /** `http://host:port` or the socket path. */
   readonly address: string;
   close(): Promise<void>;
 }
 
-/** Serves `app` on a unix socket path (absolute) or `host:port`. */
-export async function startAdmin(
+/**
+ * Serves `app` on a unix socket path (absolute; made 0600 before it is announced) or
+ * `host:port`. `what` names the server in the log.
+ */
+export async function serveApp(
   address: string,
-  src: AdminSources,
+  app: Hono,
   log: Logger,
-  opts: { metrics?: boolean } = {},
+  what: string,
 ): Promise<AdminServer> {
-  const app = adminApp(src, opts);
   const server = http.createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? "/", "http://admin");
@@ -138,12 +141,13 @@ export async function startAdmin(
       res.writeHead(response.status, Object.fromEntries(response.headers));
       res.end(new Uint8Array(await response.arrayBuffer()));
     } catch (err) {
-      log.error("admin request failed", { error: err });
+      log.error(`${what} request failed`, { error: err });
       res.writeHead(500).end();
     }
   });
   const isSocket = address.startsWith("/");
-  if (isSocket) await fs.rm(address, { force: true });
+  // A stale socket is replaced; a live one (another daemon) is refused, never taken over.
+  if (isSocket) await prepareSocketPath(address);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     if (isSocket) server.listen(address, resolve);
@@ -156,12 +160,14 @@ export async function startAdmin(
       );
     }
   });
+  // The API shows image names and registry errors: for root only, like the snapshotter socket.
+  if (isSocket) await fs.chmod(address, 0o600);
   const shown = isSocket
     ? address
     : `http://${address.slice(0, address.lastIndexOf(":"))}:${
       (server.address() as AddressInfo).port
     }`;
-  log.info("admin API serving", { address: shown });
+  log.info(`${what} serving`, { address: shown });
   return {
     address: shown,
     close: () =>
@@ -171,4 +177,14 @@ export async function startAdmin(
         if (isSocket) fs.rm(address, { force: true }).catch(() => {});
       }),
   };
+}
+
+/** Serves the admin API on `address`. */
+export function startAdmin(
+  address: string,
+  src: AdminSources,
+  log: Logger,
+  opts: { metrics?: boolean } = {},
+): Promise<AdminServer> {
+  return serveApp(address, adminApp(src, opts), log, "admin API");
 }

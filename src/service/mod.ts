@@ -14,6 +14,8 @@ import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
 export { SocketPathError } from "./_socket.ts";
 export { RootDirError } from "./_root.ts";
+export { type Status, type StatusLayer, StatusSchema } from "./_status.ts";
+export { formatBytes } from "./_status_page.ts";
 export {
   SNAPSHOTS_SERVICE_NAME,
   snapshotsPackageDefinition,

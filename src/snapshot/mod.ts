@@ -30,6 +30,7 @@ export {
   TARGET_SNAPSHOT_LABEL,
 } from "../labels/mod.ts";
 export {
+  type Fallback,
   RestoreError,
   type RestoreFailure,
   type RestoreReport,

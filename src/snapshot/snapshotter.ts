@@ -10,6 +10,7 @@
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { Logger } from "../log/mod.ts";
+import { METRICS } from "../metrics/mod.ts";
 import { AlreadyExistsError, InvalidArgumentError, UnavailableError } from "./errors.ts";
 import { type FieldLookup, parseFilters } from "./filter.ts";
 import { mountPointsUnder, unmount } from "./_mounts.ts";
@@ -20,6 +21,7 @@ import {
   REMOTE_LABEL,
   REMOTE_LABEL_VALUE,
   REMOTE_SNAPSHOT_LOG_KEY,
+  type RemoteSource,
   remoteSource,
   TARGET_SNAPSHOT_LABEL,
 } from "../labels/mod.ts";
@@ -62,6 +64,24 @@ export interface RestoreFailure {
   error: string;
 }
 
+/** A layer that was to be mounted remotely but fell back to an ordinary (full pull) snapshot. */
+export interface Fallback {
+  /** The snapshot name containerd would have committed (`containerd.io/snapshot.ref`). */
+  target: string;
+  /** The image and layer from the source labels, when there were any. */
+  ref?: string;
+  digest?: string;
+  /** Why, as logged: the error message of the failed mount. */
+  reason: string;
+  /** The reason's kind, a bounded set fit for a metric label: the error's class name. */
+  kind: string;
+  /** When (ms since the epoch). */
+  time: number;
+}
+
+/** How many fallbacks {@link Snapshotter.fallbacks} remembers (most recent kept). */
+const FALLBACKS_KEPT = 200;
+
 /** Outcome of restoring the remote snapshots on start. */
 export interface RestoreReport {
   restored: string[];
@@ -89,11 +109,19 @@ function validateLabels(labels: Record<string, string>): void {
  * Why the labels cannot make a remote snapshot (none name a source, or one we would act on does
  * not parse), or undefined when they can. A refusal falls back to unpacking the layer.
  */
-function sourceProblem(labels: Record<string, string>): string | undefined {
+/** The layer's remote source, or why the labels name none (a reason and a metric label). */
+function parseSource(
+  labels: Record<string, string>,
+): { source: RemoteSource } | { reason: string; kind: string } {
   try {
-    return remoteSource(labels) ? undefined : "no source labels (image reference and layer digest)";
+    const source = remoteSource(labels);
+    if (source) return { source };
+    return {
+      reason: "no source labels (image reference and layer digest)",
+      kind: "NoSourceLabels",
+    };
   } catch (err) {
-    if (err instanceof InvalidLabelError) return err.message;
+    if (err instanceof InvalidLabelError) return { reason: err.message, kind: "InvalidLabel" };
     throw err;
   }
 }
@@ -137,6 +165,7 @@ export class Snapshotter {
   private restoreTask: Promise<RestoreReport> = Promise.resolve({ restored: [], failed: [] });
   private readonly restoring = new Map<string, Promise<void>>();
   private readonly invalid = new Map<string, string>();
+  readonly #fallbacks: Fallback[] = [];
   private readonly snapshotsDir: string;
   private readonly fileSystem: FileSystem | undefined;
   private readonly log: Logger;
@@ -183,6 +212,11 @@ export class Snapshotter {
     // becoming an unhandled rejection.
     s.restoreTask.catch(() => {});
     return s;
+  }
+
+  /** The most recent layers that fell back to a full pull, oldest first. */
+  fallbacks(): readonly Fallback[] {
+    return this.#fallbacks;
   }
 
   /** Remote snapshots still being mounted again, and those that could not be (by name). */
@@ -272,17 +306,38 @@ export class Snapshotter {
 
     const log = this.log.with({ key, parent });
     let reason: string | undefined;
-    if (!this.fileSystem) reason = "no remote filesystem is configured";
-    else if ((reason = sourceProblem(labels)) === undefined) {
+    let kind = "";
+    const parsed = parseSource(labels);
+    const source = "source" in parsed ? parsed.source : undefined;
+    if (!this.fileSystem) {
+      reason = "no remote filesystem is configured";
+      kind = "NoFileSystem";
+    } else if (!source) {
+      ({ reason, kind } = parsed as { reason: string; kind: string });
+    } else {
       const mountpoint = this.upperPath(s.id);
       log.debug("preparing filesystem mount", { mountpoint });
       try {
         await this.fileSystem.mount(mountpoint, labels);
       } catch (err) {
         reason = errorMessage(err);
+        // A class without its own `name` still says what failed by its constructor's name.
+        kind = err instanceof Error && err.name === "Error" ? err.constructor.name : String(
+          (err as Error)?.name ?? "Error",
+        );
       }
     }
     if (reason !== undefined) {
+      METRICS.fallbacks.add({ reason: kind });
+      this.#fallbacks.push({
+        target,
+        ref: source?.ref,
+        digest: source?.digest,
+        reason,
+        kind,
+        time: Date.now(),
+      });
+      if (this.#fallbacks.length > FALLBACKS_KEPT) this.#fallbacks.shift();
       const level = this.fileSystem ? "warn" : "info";
       log.log(level, "failed to prepare remote snapshot", {
         [REMOTE_SNAPSHOT_LOG_KEY]: "false",
