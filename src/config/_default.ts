@@ -100,7 +100,8 @@ path = ""
 enable_keychain = false
 kubeconfig_path = ""
 
-# Registry credentials by proxying the CRI image service. (not implemented)
+# Registry credentials kubelet sends with CRI PullImage (we proxy the image service; "" =
+# /run/containerd/containerd.sock for image_service_path, our own socket for listen_path).
 [cri_keychain]
 enable_keychain = false
 image_service_path = ""

@@ -240,6 +240,7 @@ export class Transport {
             target.host.host,
             target.scopes,
             res.headers.get("www-authenticate"),
+            headers.authorization,
           );
           if (again) {
             await drain(res);
@@ -259,6 +260,9 @@ export class Transport {
           return await consume(res);
         }
       } catch (err) {
+        if (err instanceof UnauthorizedError && sameHost && !err.explained) {
+          throw err.withReason(await this.auth.explainRefusal(target.host.host, target.scopes));
+        }
         if (err instanceof RegistryError && !(err instanceof TimeoutError)) throw err;
         if (opts.signal?.aborted) throw deadlineError(opts, target);
         const error = timedOut

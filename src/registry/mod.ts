@@ -29,6 +29,7 @@ export {
   runCredentialHelper,
   staticKeychain,
 } from "./keychain.ts";
+export { CriAuthConfig, CriKeychain, imageKey, jwtExpiry } from "./cri_keychain.ts";
 export {
   type Descriptor,
   type FetchedManifest,

@@ -1,0 +1,62 @@
+/**
+ * The daemon's keychains from its configuration, in the order they are asked (the first with
+ * credentials for an image wins; see docs/private-registries.md):
+ *
+ *   1. `cri`: what kubelet sent with the PullImage of this very image (`[cri_keychain]`);
+ *   2. `credential-provider`: kubelet credential provider plugins (`[credential_provider]`);
+ *   3. `kubeconfig`: `kubernetes.io/dockerconfigjson` secrets (`[kubeconfig_keychain]`);
+ *   4. `docker-config`: `~/.docker/config.json` and credential helpers (always).
+ *
+ * The most specific source goes first: kubelet's credentials are the ones the pod was admitted
+ * with, and the docker config of the node is the catch-all.
+ */
+import * as path from "node:path";
+import type { Config } from "../config/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import {
+  chainKeychains,
+  CriKeychain,
+  dockerConfigKeychain,
+  type Keychain,
+} from "../registry/mod.ts";
+
+/** File under the daemon root holding the CRI keychain's credentials (0600). */
+export const CRI_CREDENTIALS_FILE = "cri-credentials.json";
+
+/** The keychains of a daemon. */
+export interface DaemonKeychains {
+  /** All of them chained, for the registry client. */
+  readonly keychain: Keychain;
+  /** The CRI keychain, when `[cri_keychain] enable_keychain`. */
+  readonly cri?: CriKeychain;
+  /** Stops watching (kubeconfig) and waiting (plugins). */
+  close(): Promise<void>;
+}
+
+/** Opens the keychains `config` enables; the CRI keychain keeps its file under `root`. */
+export async function openKeychains(
+  config: Config,
+  root: string,
+  log: Logger,
+): Promise<DaemonKeychains> {
+  const chain: Keychain[] = [];
+  let cri: CriKeychain | undefined;
+  if (config.cri_keychain.enable_keychain) {
+    cri = await CriKeychain.open(path.join(root, CRI_CREDENTIALS_FILE));
+    chain.push(cri);
+  }
+  chain.push(dockerConfigKeychain());
+  const keychain = chainKeychains(
+    chain,
+    (name, err) =>
+      log.warn("keychain failed; trying the next one", {
+        keychain: name,
+        error: err instanceof Error ? err.message : String(err),
+      }),
+  );
+  return {
+    keychain,
+    cri,
+    close: () => Promise.resolve(),
+  };
+}
