@@ -107,6 +107,12 @@ enable_keychain = false
 image_service_path = ""
 listen_path = ""
 
+# kubelet credential provider plugins: kubelet's CredentialProviderConfig file and the
+# directory of its plugins (kubelet's --image-credential-provider-config/-bin-dir); both set = on.
+[credential_provider]
+config_path = ""
+bin_dir = ""
+
 # Registry mirrors, tried in order before the registry itself, e.g.:
 #   [[resolver.host."docker.io".mirrors]]
 #   host = "mirror.example.com"

@@ -31,6 +31,14 @@ export {
 } from "./keychain.ts";
 export { CriAuthConfig, CriKeychain, imageKey, jwtExpiry } from "./cri_keychain.ts";
 export {
+  CREDENTIAL_PROVIDER_API,
+  CredentialProviderError,
+  type CredentialProviderKeychain,
+  credentialProviderKeychain,
+  type CredentialProviderOptions,
+  matchImage,
+} from "./credential_provider.ts";
+export {
   type Descriptor,
   type FetchedManifest,
   formatPlatform,

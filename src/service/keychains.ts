@@ -15,10 +15,16 @@ import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   chainKeychains,
+  credentialProviderKeychain,
   CriKeychain,
   dockerConfigKeychain,
   type Keychain,
 } from "../registry/mod.ts";
+
+/** A keychain cannot be set up (unreadable credential provider config, credentials file, …). */
+export class KeychainConfigError extends Error {
+  override name = "KeychainConfigError";
+}
 
 /** File under the daemon root holding the CRI keychain's credentials (0600). */
 export const CRI_CREDENTIALS_FILE = "cri-credentials.json";
@@ -42,8 +48,24 @@ export async function openKeychains(
   const chain: Keychain[] = [];
   let cri: CriKeychain | undefined;
   if (config.cri_keychain.enable_keychain) {
-    cri = await CriKeychain.open(path.join(root, CRI_CREDENTIALS_FILE));
+    const file = path.join(root, CRI_CREDENTIALS_FILE);
+    cri = await CriKeychain.open(file).catch((err: Error) => {
+      throw new KeychainConfigError(`cri keychain: ${err.message}`);
+    });
     chain.push(cri);
+  }
+  const providers = config.credential_provider;
+  if (providers.config_path && providers.bin_dir) {
+    chain.push(
+      await credentialProviderKeychain({
+        configPath: providers.config_path,
+        binDir: providers.bin_dir,
+      }).catch((err: Error) => {
+        throw new KeychainConfigError(err.message);
+      }),
+    );
+  } else if (providers.config_path || providers.bin_dir) {
+    log.warn("credential providers need both [credential_provider] config_path and bin_dir");
   }
   chain.push(dockerConfigKeychain());
   const keychain = chainKeychains(

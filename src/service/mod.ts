@@ -20,7 +20,7 @@ import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 export { SocketPathError } from "./_socket.ts";
 export { RootDirError } from "./_root.ts";
 export { CRI_IMAGE_SERVICE_NAME, criImageServiceDefinition } from "./cri.ts";
-export { CRI_CREDENTIALS_FILE } from "./keychains.ts";
+export { CRI_CREDENTIALS_FILE, KeychainConfigError } from "./keychains.ts";
 export {
   SNAPSHOTS_SERVICE_NAME,
   snapshotsPackageDefinition,
