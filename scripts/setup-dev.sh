@@ -11,6 +11,9 @@ DEB_PACKAGES=(
   apache2-utils                     # htpasswd for the basic-auth registry tests
   zstd kmod fuse3 libfuse2 openssl curl iproute2 e2fsprogs xfsprogs file
 )
+# kubectl checks the test Kubernetes API server (test/_kube_api.ts); Debian's package is
+# kubernetes-client. A kubectl already installed from elsewhere serves as well.
+command -v kubectl >/dev/null 2>&1 || DEB_PACKAGES+=(kubernetes-client)
 # A fresh Debian has no Node.js: npm is what installs Bun and Deno (from the npm registry).
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 

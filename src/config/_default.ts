@@ -95,7 +95,8 @@ enable = false
 address = ""
 path = ""
 
-# Registry credentials from Kubernetes secrets. (not implemented)
+# Registry credentials from the cluster's kubernetes.io/dockerconfigjson secrets (kubeconfig_path
+# "" = $KUBECONFIG or ~/.kube/config; a missing file is looked for every 10 s).
 [kubeconfig_keychain]
 enable_keychain = false
 kubeconfig_path = ""

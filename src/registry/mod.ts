@@ -31,6 +31,13 @@ export {
 } from "./keychain.ts";
 export { CriAuthConfig, CriKeychain, imageKey, jwtExpiry } from "./cri_keychain.ts";
 export {
+  DOCKER_CONFIG_SECRET_TYPE,
+  KUBECONFIG_POLL_MS,
+  type KubeconfigKeychain,
+  kubeconfigKeychain,
+  type KubeconfigKeychainOptions,
+} from "./kubeconfig_keychain.ts";
+export {
   CREDENTIAL_PROVIDER_API,
   CredentialProviderError,
   type CredentialProviderKeychain,

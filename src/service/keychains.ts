@@ -19,6 +19,7 @@ import {
   CriKeychain,
   dockerConfigKeychain,
   type Keychain,
+  kubeconfigKeychain,
 } from "../registry/mod.ts";
 
 /** A keychain cannot be set up (unreadable credential provider config, credentials file, …). */
@@ -67,6 +68,12 @@ export async function openKeychains(
   } else if (providers.config_path || providers.bin_dir) {
     log.warn("credential providers need both [credential_provider] config_path and bin_dir");
   }
+  let kube: ReturnType<typeof kubeconfigKeychain> | undefined;
+  if (config.kubeconfig_keychain.enable_keychain) {
+    // Lists and watches in the background; a missing kubeconfig is waited for, not an error.
+    kube = kubeconfigKeychain({ kubeconfigPath: config.kubeconfig_keychain.kubeconfig_path, log });
+    chain.push(kube);
+  }
   chain.push(dockerConfigKeychain());
   const keychain = chainKeychains(
     chain,
@@ -79,6 +86,9 @@ export async function openKeychains(
   return {
     keychain,
     cri,
-    close: () => Promise.resolve(),
+    close: () => {
+      kube?.close();
+      return Promise.resolve();
+    },
   };
 }
