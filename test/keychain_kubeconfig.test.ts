@@ -155,7 +155,8 @@ describe("kubeconfig keychain", () => {
     await fs.writeFile(
       plugin,
       `#!/bin/sh\necho run >> "${dir}/exec-calls"\n` +
-        `printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s"}}' "${api.token}"\n`,
+        `printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",` +
+        `"status":{"token":"%s"}}' "${api.token}"\n`,
       { mode: 0o755 },
     );
     const kc = path.join(dir, "exec.conf");

@@ -20,9 +20,6 @@ import { type TlsFetch, tlsFetch } from "../runtime/mod.ts";
 /** A kubeconfig that cannot be used, or an API server that refuses us; the message says why. */
 export class KubeError extends Error {
   override name = "KubeError";
-  constructor(message: string, readonly status?: number) {
-    super(message);
-  }
 }
 
 const ExecConfig = v.object({
@@ -242,10 +239,8 @@ export class KubeClient {
           // not a Status object
         }
         throw new KubeError(
-          `API server ${this.target.server}: GET ${
-            pathAndQuery.split("?")[0]
-          }: HTTP ${res.status} ${message}`,
-          res.status,
+          `API server ${this.target.server}: GET ${pathAndQuery.split("?")[0]}: ` +
+            `HTTP ${res.status} ${message}`,
         );
       }
       return res;

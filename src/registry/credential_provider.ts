@@ -1,6 +1,6 @@
 /**
  * kubelet credential provider plugins as a keychain: the exec plugins of a kubelet
- * `CredentialProviderConfig` (the same file kubelet reads with `--image-credential-provider-config`,
+ * `CredentialProviderConfig` (the file kubelet reads with `--image-credential-provider-config`,
  * its binaries in `--image-credential-provider-bin-dir`), spoken to with the
  * `credentialprovider.kubelet.k8s.io/v1` protocol: a `CredentialProviderRequest` JSON on stdin, a
  * `CredentialProviderResponse` JSON on stdout. Answers are cached as the plugin says

@@ -122,7 +122,10 @@ function wireMounts(ms: Mount[]): { mounts: object[] } {
 /** infos per ListSnapshotsResponse, as containerd's own service batches them. */
 const LIST_BATCH = 100;
 
-/** The request handlers of the Snapshots service, backed by `sn`; `hooks.removed` runs after each Remove. */
+/**
+ * The request handlers of the Snapshots service, backed by `sn`; `hooks.removed` runs after
+ * each Remove (the CRI keychain drops credentials no snapshot needs any more).
+ */
 export function snapshotsService(
   sn: Snapshotter,
   log: Logger,
