@@ -6,10 +6,12 @@ import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { criImageDescriptorJson } from "../../scripts/gen-proto.ts";
+import { defaultConfig } from "../config/mod.ts";
 import { Logger } from "../log/mod.ts";
 import { CriKeychain } from "../registry/mod.ts";
 import { CRI_IMAGE_PROTO_JSON } from "./_proto_gen.ts";
 import { CRI_IMAGE_SERVICE_NAME, criImageProxy } from "./cri.ts";
+import { startDaemon } from "./mod.ts";
 
 const json = CRI_IMAGE_PROTO_JSON as Parameters<typeof protoLoader.fromJSON>[0];
 const decoded = protoLoader.fromJSON(json, { keepCase: true, defaults: true })[
@@ -153,5 +155,48 @@ describe("CRI image service proxy", () => {
     proxy.close();
     front.forceShutdown();
     backend.forceShutdown();
+  });
+});
+
+describe("daemon with the CRI keychain", () => {
+  it("starts without its backend, serves ImageService on listen_path, and cleans up", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "cri-daemon-"));
+    dirs.push(dir);
+    const config = defaultConfig();
+    config.cri_keychain = {
+      enable_keychain: true,
+      image_service_path: path.join(dir, "nobody-listens.sock"),
+      listen_path: path.join(dir, "cri", "cri.sock"),
+    };
+    const daemon = await startDaemon({
+      address: path.join(dir, "s.sock"),
+      root: path.join(dir, "root"),
+      config,
+      log: new Logger({ test: "cri" }),
+    });
+    const Ctor = grpc.makeGenericClientConstructor(decoded, "ImageService");
+    const client = new Ctor(
+      `unix://${config.cri_keychain.listen_path}`,
+      grpc.credentials.createInsecure(),
+    );
+    try {
+      // Reaches our proxy, which waits for the missing backend until the caller's deadline.
+      await assert.rejects(
+        new Promise((resolve, reject) =>
+          (client as unknown as Record<string, (...a: unknown[]) => void>).ImageFsInfo!.call(
+            client,
+            {},
+            new grpc.Metadata(),
+            { deadline: Date.now() + 500 },
+            (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res)),
+          )
+        ),
+        (err: grpc.ServiceError) => err.code === grpc.status.DEADLINE_EXCEEDED,
+      );
+    } finally {
+      client.close();
+      await daemon.stop();
+    }
+    await assert.rejects(fs.stat(config.cri_keychain.listen_path), /ENOENT/);
   });
 });
