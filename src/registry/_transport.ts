@@ -236,7 +236,7 @@ export class Transport {
         });
         if (res.status === 401 && sameHost && !reauthenticated) {
           reauthenticated = true;
-          const again = this.auth.unauthorized(
+          const again = await this.auth.unauthorized(
             target.host.host,
             target.scopes,
             res.headers.get("www-authenticate"),

@@ -167,17 +167,18 @@ export class Authenticator {
   }
 
   /**
-   * Records a 401 answer's challenge and forgets the token that was refused. Returns false
-   * when retrying cannot help: no usable challenge, or basic credentials were sent and refused.
-   * `sent` is the refused request's `Authorization` (a request sent before the challenge was
-   * known, e.g. one of several started together, carried none and is worth retrying).
+   * Records a 401 answer's challenge, forgets the token and the credentials that were refused
+   * (the keychain is asked again), and says whether retrying can help: not without a usable
+   * challenge, nor when basic credentials were refused and the keychain has no others (a
+   * rotated secret does give others). `sent` is the refused request's `Authorization`; a
+   * request sent before the challenge was known (one of several started together) carried none.
    */
-  unauthorized(
+  async unauthorized(
     host: string,
     scopes: readonly string[],
     wwwAuthenticate: string | null,
     sent: string | undefined,
-  ): boolean {
+  ): Promise<boolean> {
     const parsed = parseWwwAuthenticate(wwwAuthenticate ?? "");
     const ch = parsed.find((c) => c.scheme === "bearer") ??
       parsed.find((c) => c.scheme === "basic");
@@ -185,8 +186,9 @@ export class Authenticator {
     this.challenges.set(host, ch);
     this.credentials.delete(`${host}\n${repositoryOf(scopes) ?? ""}`);
     this.tokens.delete(`${host}\n${[...scopes].sort().join(" ")}`);
-    if (ch.scheme === "basic" && sent?.toLowerCase().startsWith("basic ")) return false;
-    return true;
+    if (ch.scheme !== "basic" || !sent?.toLowerCase().startsWith("basic ")) return true;
+    const next = await this.authorization(host, scopes).catch(() => undefined);
+    return next !== undefined && next !== sent;
   }
 
   /** True when `host` has asked for authentication before. */
