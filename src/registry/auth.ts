@@ -88,6 +88,23 @@ const EXPIRY_MARGIN_MS = 5_000;
 /** How tokens are fetched: plain `fetch` with a per-request timeout. */
 export type AuthFetch = (url: string, init: RequestInit) => Promise<Response>;
 
+const JwtClaims = v.object({ exp: v.optional(v.number()) });
+
+/** The `exp` of a JWT in ms since the epoch; undefined for opaque tokens or tokens without one. */
+export function jwtExpiry(token: string): number | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const claims = v.safeParse(
+      JwtClaims,
+      JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")),
+    );
+    return claims.success && claims.output.exp !== undefined ? claims.output.exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The repository a request is for, from its first `repository:NAME:ACTIONS` scope. */
 function repositoryOf(scopes: readonly string[]): string | undefined {
   const m = /^repository:(.+):[^:]*$/.exec(scopes[0] ?? "");
@@ -209,9 +226,18 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`bearer challenge from ${host} has an invalid realm`);
     }
-    const creds = await this.credentialsFor(host, scopes);
+    let creds = await this.credentialsFor(host, scopes);
+    if (creds?.registryToken && (jwtExpiry(creds.registryToken) ?? Infinity) <= Date.now()) {
+      // The keychain may have a newer token by now (a new CRI pull), or none.
+      this.credentials.delete(`${host}\n${repositoryOf(scopes) ?? ""}`);
+      creds = await this.credentialsFor(host, scopes);
+    }
     if (creds?.registryToken) {
-      return { token: creds.registryToken, expiresAt: Number.POSITIVE_INFINITY };
+      const exp = jwtExpiry(creds.registryToken);
+      return {
+        token: creds.registryToken,
+        expiresAt: exp === undefined ? Number.POSITIVE_INFINITY : exp - EXPIRY_MARGIN_MS,
+      };
     }
     const allScopes = [...new Set([...scopes, ...(ch.params.scope?.split(" ") ?? [])])].filter(
       Boolean,

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CriKeychain, imageKey, jwtExpiry } from "./cri_keychain.ts";
+import { jwtExpiry } from "./auth.ts";
+import { CriKeychain, imageKey } from "./cri_keychain.ts";
 
 const none = {
   username: "",

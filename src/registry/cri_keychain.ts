@@ -10,6 +10,7 @@
  */
 import * as fs from "node:fs/promises";
 import * as v from "valibot";
+import { jwtExpiry } from "./auth.ts";
 import type { Credentials, Keychain } from "./keychain.ts";
 import { normaliseKey } from "./keychain.ts";
 import { parseReference } from "./reference.ts";
@@ -41,23 +42,6 @@ const StoreFile = v.object({ version: v.literal(1), images: v.record(v.string(),
 export function imageKey(image: string): string {
   const ref = parseReference(image);
   return `${normaliseKey(ref.domain)}/${ref.repository}`;
-}
-
-const JwtClaims = v.object({ exp: v.optional(v.number()) });
-
-/** The `exp` of a JWT in ms since the epoch; undefined for opaque tokens or tokens without one. */
-export function jwtExpiry(token: string): number | undefined {
-  const parts = token.split(".");
-  if (parts.length !== 3) return undefined;
-  try {
-    const claims = v.safeParse(
-      JwtClaims,
-      JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")),
-    );
-    return claims.success && claims.output.exp !== undefined ? claims.output.exp * 1000 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function toEntry(auth: CriAuthConfig): StoredEntry | undefined {

@@ -29,7 +29,7 @@ export {
   runCredentialHelper,
   staticKeychain,
 } from "./keychain.ts";
-export { CriAuthConfig, CriKeychain, imageKey, jwtExpiry } from "./cri_keychain.ts";
+export { CriAuthConfig, CriKeychain, imageKey } from "./cri_keychain.ts";
 export {
   DOCKER_CONFIG_SECRET_TYPE,
   KUBECONFIG_POLL_MS,
