@@ -125,6 +125,15 @@ describe("CRI keychain with containerd", () => {
   it("reads the restored layers after a restart (credentials kept under --root)", async () => {
     assert.equal(await daemon!.stop(), 0);
     daemon = await startStargz({ dir, args: ["--config", path.join(dir, "config.toml")] });
+    // containerd redials our socket with a backoff; on a loaded machine its first dial may time
+    // out. Wait until it reaches the snapshotter again.
+    await waitUntil(
+      async () =>
+        (await ctd!.ctr(["snapshots", "--snapshotter", "stargz", "ls"], { namespace: "k8s.io" }))
+          .code === 0,
+      60_000,
+      "containerd reconnected to the snapshotter",
+    );
     // A file the first run never read: it must come from the registry, with the credentials.
     assert.match(await run(image.ref, "ls /bin | wc -l; cat /secret.txt"), /\d+\nprivate /);
     const restore = JSON.parse(await adminText("/v1/restore"));
