@@ -112,7 +112,7 @@ export class CriKeychain implements Keychain {
     return new CriKeychain(file, images, now);
   }
 
-  /** Image keys with credentials (for tests and the sweep; never the credentials). */
+  /** Image keys that have credentials (names only, for tests). */
   keys(): string[] {
     return [...this.images.keys()];
   }

@@ -19,6 +19,7 @@ import {
   CriKeychain,
   dockerConfigKeychain,
   type Keychain,
+  type KubeconfigKeychain,
   kubeconfigKeychain,
 } from "../registry/mod.ts";
 
@@ -34,9 +35,11 @@ export const CRI_CREDENTIALS_FILE = "cri-credentials.json";
 export interface DaemonKeychains {
   /** All of them chained, for the registry client. */
   readonly keychain: Keychain;
+  /** Their names in the order they are asked. */
+  readonly names: readonly string[];
   /** The CRI keychain, when `[cri_keychain] enable_keychain`. */
   readonly cri?: CriKeychain;
-  /** Stops watching (kubeconfig) and waiting (plugins). */
+  /** Stops the kubeconfig keychain's list and watch. */
   close(): Promise<void>;
 }
 
@@ -68,7 +71,7 @@ export async function openKeychains(
   } else if (providers.config_path || providers.bin_dir) {
     log.warn("credential providers need both [credential_provider] config_path and bin_dir");
   }
-  let kube: ReturnType<typeof kubeconfigKeychain> | undefined;
+  let kube: KubeconfigKeychain | undefined;
   if (config.kubeconfig_keychain.enable_keychain) {
     // Lists and watches in the background; a missing kubeconfig is waited for, not an error.
     kube = kubeconfigKeychain({ kubeconfigPath: config.kubeconfig_keychain.kubeconfig_path, log });
@@ -85,6 +88,7 @@ export async function openKeychains(
   );
   return {
     keychain,
+    names: keychain.names,
     cri,
     close: () => {
       kube?.close();

@@ -172,6 +172,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   opts.log.info("serving", {
     address: opts.address,
     root: opts.root,
+    keychains: daemonKeychains.names.join(", "),
     ...(criProxy ? { cri_image_service: criListen } : {}),
   });
   const fatal = sn.restored.then(
