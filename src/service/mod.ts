@@ -107,6 +107,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let fileSystem: (FileSystem & { close?(): Promise<void> }) | undefined;
   const criConfig = opts.config.cri_keychain;
   const criListen = criConfig.listen_path || opts.address;
+  /** The CRI keychain's sweep in progress (stop waits for it before closing the store). */
+  let sweeping: Promise<void> | undefined;
   try {
     keychains = await openKeychains(opts.config, opts.root, opts.log);
     fileSystem = typeof opts.fileSystem === "function"
@@ -122,12 +124,27 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const sn = snapshotter;
     const cri = keychains.cri;
     // Credentials are kept while a snapshot of their image remains: looked at after every
-    // removal and pull, and now (snapshots removed while the daemon was down).
+    // removal and pull, and now (snapshots removed while the daemon was down). containerd's
+    // garbage collection removes many snapshots in a row: one sweep runs at a time, and one
+    // more after it when anything was removed meanwhile.
+    let again = false;
+    const sweepOnce = async (keychain: NonNullable<typeof cri>): Promise<void> => {
+      do {
+        again = false;
+        try {
+          await keychain.sweep(await imagesInUse(sn));
+        } catch (err) {
+          opts.log.warn("cri keychain: cannot drop unused credentials", {
+            error: (err as Error).message,
+          });
+        }
+      } while (again);
+      sweeping = undefined;
+    };
     const sweep = cri
       ? () => {
-        imagesInUse(sn).then((refs) => cri.sweep(refs)).catch((err: Error) =>
-          opts.log.warn("cri keychain: cannot drop unused credentials", { error: err.message })
-        );
+        if (sweeping) again = true;
+        else sweeping = sweepOnce(cri);
       }
       : undefined;
     server.addService(
@@ -197,6 +214,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           await fs.rm(criListen, { force: true });
         }
         criProxy?.close();
+        await sweeping;
         await sn.close();
         await fileSystem?.close?.();
         await daemonKeychains.close();
