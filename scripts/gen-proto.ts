@@ -1,6 +1,8 @@
 /**
  * Regenerates src/service/_proto_gen.ts from proto/**: the daemon bundles the protobufjs JSON
- * descriptor so the compiled binary never reads .proto files at run time.
+ * descriptors so the compiled binary never reads .proto files at run time. The CRI API file is
+ * upstream's whole `api.proto` (k8s.io/cri-api, kept verbatim so it can be refreshed by copying);
+ * only `runtime.v1.ImageService` and the messages it reaches are bundled.
  *
  * Usage: bun scripts/gen-proto.ts [--check]
  * With --check it exits 1 when the committed file differs from what the protos produce.
@@ -18,13 +20,68 @@ const outFile = path.join(repo, "src/service/_proto_gen.ts");
 /** The proto entry points, relative to proto/. */
 export const PROTO_FILES = ["containerd/services/snapshots/v1/snapshots.proto"];
 
-/** Loads the protos and returns the JSON descriptor protobufjs would rebuild them from. */
-export function descriptorJson(): unknown {
+/** The CRI API, upstream's file as is. */
+export const CRI_PROTO_FILE = "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto";
+/** The one CRI service the daemon serves (as a proxy). */
+export const CRI_IMAGE_SERVICE = "runtime.v1.ImageService";
+
+function load(files: string[]): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin: string, target: string): string => path.join(protoDir, target);
-  root.loadSync(PROTO_FILES, { keepCase: true });
+  root.loadSync(files, { keepCase: true });
   root.resolveAll();
-  return root.toJSON({ keepComments: false });
+  return root;
+}
+
+/** Loads the protos and returns the JSON descriptor protobufjs would rebuild them from. */
+export function descriptorJson(): unknown {
+  return load(PROTO_FILES).toJSON({ keepComments: false });
+}
+
+/**
+ * The descriptor of `service` and every type it reaches (requests, responses, their fields'
+ * types, transitively), each at its place in the package tree; the rest of the file is left out.
+ */
+function serviceClosureJson(root: protobuf.Root, service: string): unknown {
+  const keep = new Set<protobuf.ReflectionObject>();
+  const visit = (t: protobuf.Type | protobuf.Enum): void => {
+    if (keep.has(t)) return;
+    keep.add(t);
+    if (t instanceof protobuf.Enum) return;
+    for (const f of t.fieldsArray) {
+      const rt = f.resolve().resolvedType;
+      if (rt) visit(rt);
+    }
+    for (const nested of t.nestedArray) {
+      if (nested instanceof protobuf.Type || nested instanceof protobuf.Enum) visit(nested);
+    }
+  };
+  const svc = root.lookupService(service);
+  keep.add(svc);
+  for (const m of svc.methodsArray) {
+    m.resolve();
+    visit(m.resolvedRequestType!);
+    visit(m.resolvedResponseType!);
+  }
+  const out = new protobuf.Root();
+  for (const obj of keep) {
+    // Types nested in a kept type come along with it.
+    if (obj.parent && keep.has(obj.parent)) continue;
+    const ns = out.define(obj.parent!.fullName.replace(/^\./, ""));
+    ns.add(
+      obj instanceof protobuf.Service
+        ? protobuf.Service.fromJSON(obj.name, obj.toJSON())
+        : obj instanceof protobuf.Enum
+        ? protobuf.Enum.fromJSON(obj.name, obj.toJSON())
+        : protobuf.Type.fromJSON(obj.name, (obj as protobuf.Type).toJSON()),
+    );
+  }
+  return out.toJSON({ keepComments: false });
+}
+
+/** The bundled descriptor of CRI's `runtime.v1.ImageService`. */
+export function criImageDescriptorJson(): unknown {
+  return serviceClosureJson(load([CRI_PROTO_FILE]), CRI_IMAGE_SERVICE);
 }
 
 /** The generated module's source text (before formatting). */
@@ -35,6 +92,11 @@ export function generatedSource(): string {
     "/** protobufjs JSON descriptor of containerd's snapshots.v1 API and the types it uses. */",
     `export const SNAPSHOTS_PROTO_JSON: Record<string, unknown> = ${
       JSON.stringify(descriptorJson(), null, 2)
+    };`,
+    "",
+    "/** protobufjs JSON descriptor of CRI's runtime.v1.ImageService and the messages it uses. */",
+    `export const CRI_IMAGE_PROTO_JSON: Record<string, unknown> = ${
+      JSON.stringify(criImageDescriptorJson(), null, 2)
     };`,
     "",
   ].join("\n");

@@ -16,6 +16,9 @@ DEB_PACKAGES=(
 )
 # The arm64 libraries come from Debian's multiarch: the architecture must be known to dpkg first.
 dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; apt-get update -qq; }
+# kubectl checks the test Kubernetes API server (test/_kube_api.ts); Debian's package is
+# kubernetes-client. A kubectl already installed from elsewhere serves as well.
+command -v kubectl >/dev/null 2>&1 || DEB_PACKAGES+=(kubernetes-client)
 # A fresh Debian has no Node.js: npm is what installs Bun and Deno (from the npm registry).
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 

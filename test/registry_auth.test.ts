@@ -96,6 +96,24 @@ describe("basic auth (htpasswd)", () => {
     assert.ok(await c.hasBlob(`${basicReg.host}/team/other`, d.digest));
   });
 
+  it("retries at once with rotated credentials when the old ones are refused", async () => {
+    // The keychain hands out a revoked password first, then (rotated) the right one.
+    const answers = ["revoked"];
+    const c = new RegistryClient({
+      keychain: {
+        name: "rotating",
+        get: () => Promise.resolve({ username: "alice", password: answers.shift() ?? PASSWORD }),
+      },
+      blob: quiet,
+    });
+    // Learn the challenge (and have the revoked password refused and kept), then rotate.
+    await assert.rejects(c.resolve(`${basicReg.host}/team/app:v1`), UnauthorizedError);
+    answers.push(PASSWORD);
+    const d = await c.resolve(`${basicReg.host}/team/app:v1`);
+    assert.equal(d.layers.length, basicImg.layers.length);
+    assert.deepEqual(answers, [], "asked again after the refusal");
+  });
+
   it("takes credentials from a docker config file (auths.auth)", async () => {
     const dir = path.join(tmp, "cfg-auths");
     await fs.mkdir(dir);

@@ -89,7 +89,7 @@ describe("stargz serve restart with remote snapshots", () => {
       // `stargz status` finds the admin API beside the socket and names the failure.
       const status = await runCli(["status", "--address", sgz.address, "--config", config]);
       assert.equal(status.code, 0, status.stderr);
-      assert.match(status.stdout, /^RESTORE FAILURES 1\n  chain-l1 \(.*\): .+$/m);
+      assert.match(status.stdout, /^RESTORE FAILURES 1\n {2}chain-l1 \(.*\): .+$/m);
       // --watch redraws until stopped.
       const watch = startCli([
         "status",

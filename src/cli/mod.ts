@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import { log } from "../log/mod.ts";
 import { invokedName, runtimeVersion } from "../runtime/mod.ts";
-import { RootDirError, SocketPathError } from "../service/mod.ts";
+import { KeychainConfigError, RootDirError, SocketPathError } from "../service/mod.ts";
 import { CommandError } from "./_command.ts";
 import type { Command } from "./_command.ts";
 import { COMMANDS } from "./_commands.ts";
@@ -109,7 +109,10 @@ export async function main(args: readonly string[]): Promise<number> {
       log.error(err.message, { command: cmd.name });
       return err.exitCode;
     }
-    if (err instanceof SocketPathError || err instanceof RootDirError) {
+    if (
+      err instanceof SocketPathError || err instanceof RootDirError ||
+      err instanceof KeychainConfigError
+    ) {
       log.error(err.message, { command: cmd.name });
       return 1;
     }

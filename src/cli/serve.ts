@@ -90,11 +90,11 @@ export const serveCommand: Command = {
       root,
       config,
       log,
-      fileSystem: (root) =>
+      fileSystem: (root, keychain) =>
         LayerFileSystem.create({
           root,
           config,
-          registry: new RegistryClient(registryOptionsFromConfig(config, log)),
+          registry: new RegistryClient({ ...registryOptionsFromConfig(config, log), keychain }),
           log,
         }),
     });

@@ -95,16 +95,24 @@ enable = false
 address = ""
 path = ""
 
-# Registry credentials from Kubernetes secrets. (not implemented)
+# Registry credentials from the cluster's kubernetes.io/dockerconfigjson secrets (kubeconfig_path
+# "" = $KUBECONFIG or ~/.kube/config; a missing file is looked for every 10 s).
 [kubeconfig_keychain]
 enable_keychain = false
 kubeconfig_path = ""
 
-# Registry credentials by proxying the CRI image service. (not implemented)
+# Registry credentials kubelet sends with CRI PullImage (we proxy the image service; "" =
+# /run/containerd/containerd.sock for image_service_path, our own socket for listen_path).
 [cri_keychain]
 enable_keychain = false
 image_service_path = ""
 listen_path = ""
+
+# kubelet credential provider plugins: kubelet's CredentialProviderConfig file and the
+# directory of its plugins (kubelet's --image-credential-provider-config/-bin-dir); both set = on.
+[credential_provider]
+config_path = ""
+bin_dir = ""
 
 # Registry mirrors, tried in order before the registry itself, e.g.:
 #   [[resolver.host."docker.io".mirrors]]

@@ -215,6 +215,11 @@ export const ConfigSchema = v.strictObject({
     image_service_path: str(),
     listen_path: str(),
   }),
+  // Ours: kubelet credential provider plugins (both keys set = enabled).
+  credential_provider: table({
+    config_path: str(),
+    bin_dir: str(),
+  }),
   resolver: table({
     // Ours: the timeout of registries and mirrors that set none (upstream hard-codes 30 s).
     request_timeout_sec: intZeroIsDefault(30, { signed: true }),

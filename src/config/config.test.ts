@@ -112,7 +112,7 @@ describe("the upstream sample config", () => {
   it("sets every upstream key and is accepted", () => {
     const text = upstreamSample();
     const raw = parseToml(text) as Record<string, unknown>;
-    const ours = new Set(["admin", "cache"]);
+    const ours = new Set(["admin", "cache", "credential_provider"]);
     for (const leaf of leafKeys(ConfigSchema)) {
       if (
         ours.has(String(leaf.path[0])) || dottedKey(leaf.path) === "resolver.request_timeout_sec"
@@ -259,11 +259,10 @@ describe("refused configurations", () => {
 
 describe("warnings for unimplemented keys", () => {
   it("one per key set to a non-default value, none at the default", () => {
-    const text =
-      "ipfs = true\n[fuse]\npassthrough = false\n[cri_keychain]\nenable_keychain = true\n";
+    const text = "ipfs = true\n[fuse]\npassthrough = false\n[fuse_manager]\nenable = true\n";
     assert.deepEqual(parseConfig(text, "w.toml").warnings, [
       'w.toml:1: ignoring "ipfs": IPFS sources are not supported',
-      'w.toml:5: ignoring "cri_keychain.enable_keychain": the CRI keychain is not implemented',
+      'w.toml:5: ignoring "fuse_manager.enable": there is no separate FUSE manager process',
     ]);
   });
 

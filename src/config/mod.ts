@@ -63,11 +63,6 @@ export const UNIMPLEMENTED_KEYS: Readonly<Record<string, string>> = {
   "fuse_manager.enable": "there is no separate FUSE manager process",
   "fuse_manager.address": "there is no separate FUSE manager process",
   "fuse_manager.path": "there is no separate FUSE manager process",
-  "kubeconfig_keychain.enable_keychain": "the kubeconfig keychain is not implemented",
-  "kubeconfig_keychain.kubeconfig_path": "the kubeconfig keychain is not implemented",
-  "cri_keychain.enable_keychain": "the CRI keychain is not implemented",
-  "cri_keychain.image_service_path": "the CRI keychain is not implemented",
-  "cri_keychain.listen_path": "the CRI keychain is not implemented",
 };
 
 /** The configuration used when no file exists: every key at its default. */

@@ -242,10 +242,11 @@ export class Transport {
         countRequest(reqHost, started, res.status);
         if (res.status === 401 && sameHost && !reauthenticated) {
           reauthenticated = true;
-          const again = this.auth.unauthorized(
+          const again = await this.auth.unauthorized(
             target.host.host,
             target.scopes,
             res.headers.get("www-authenticate"),
+            headers.authorization,
           );
           if (again) {
             await drain(res);
@@ -265,6 +266,9 @@ export class Transport {
           return await consume(res);
         }
       } catch (err) {
+        if (err instanceof UnauthorizedError && sameHost && !err.explained) {
+          throw err.withReason(await this.auth.explainRefusal(target.host.host, target.scopes));
+        }
         if (err instanceof RegistryError && !(err instanceof TimeoutError)) throw err;
         if (opts.signal?.aborted) throw deadlineError(opts, target);
         const error = timedOut

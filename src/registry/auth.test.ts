@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseWwwAuthenticate } from "./auth.ts";
+import { Authenticator, parseWwwAuthenticate } from "./auth.ts";
 
 describe("parseWwwAuthenticate", () => {
   it("parses a bearer challenge", () => {
@@ -31,5 +31,24 @@ describe("parseWwwAuthenticate", () => {
       ],
     );
     assert.deepEqual(parseWwwAuthenticate(""), []);
+  });
+});
+
+describe("Authenticator", () => {
+  const jwt = (exp: number) =>
+    `e30.${Buffer.from(JSON.stringify({ exp: Math.floor(exp / 1000) })).toString("base64url")}.s`;
+
+  it("does not send a registry token past its JWT exp, and asks the keychain again", async () => {
+    const expired = jwt(Date.now() - 60_000);
+    const fresh = jwt(Date.now() + 3600_000);
+    const tokens = [expired, fresh];
+    const auth = new Authenticator(
+      { get: () => Promise.resolve({ registryToken: tokens.shift() }) },
+      () => Promise.reject(new Error("no token server call expected")),
+    );
+    const scopes = ["repository:app:pull"];
+    await auth.unauthorized("r.io", scopes, 'Bearer realm="https://r.io/token"', undefined);
+    assert.equal(await auth.authorization("r.io", scopes), `Bearer ${fresh}`);
+    assert.deepEqual(tokens, []);
   });
 });

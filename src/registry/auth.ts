@@ -88,6 +88,29 @@ const EXPIRY_MARGIN_MS = 5_000;
 /** How tokens are fetched: plain `fetch` with a per-request timeout. */
 export type AuthFetch = (url: string, init: RequestInit) => Promise<Response>;
 
+const JwtClaims = v.object({ exp: v.optional(v.number()) });
+
+/** The `exp` of a JWT in ms since the epoch; undefined for opaque tokens or tokens without one. */
+export function jwtExpiry(token: string): number | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const claims = v.safeParse(
+      JwtClaims,
+      JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")),
+    );
+    return claims.success && claims.output.exp !== undefined ? claims.output.exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The repository a request is for, from its first `repository:NAME:ACTIONS` scope. */
+function repositoryOf(scopes: readonly string[]): string | undefined {
+  const m = /^repository:(.+):[^:]*$/.exec(scopes[0] ?? "");
+  return m?.[1];
+}
+
 interface CachedToken {
   token: string;
   expiresAt: number;
@@ -107,17 +130,34 @@ export class Authenticator {
   constructor(private readonly keychain: Keychain, private readonly send: AuthFetch) {}
 
   /**
-   * Credentials for `host`, asked once and kept until the registry refuses them: a keychain
-   * lookup may read a file or run a credential helper, too slow for every range read.
+   * Credentials for `host` (and the repository `scopes` name), asked once and kept until the
+   * registry refuses them: a keychain lookup may read a file or run a credential helper, too
+   * slow for every range read.
    */
-  private credentialsFor(host: string): Promise<Credentials | undefined> {
-    let p = this.credentials.get(host);
+  private credentialsFor(
+    host: string,
+    scopes: readonly string[],
+  ): Promise<Credentials | undefined> {
+    const repository = repositoryOf(scopes);
+    const key = `${host}\n${repository ?? ""}`;
+    let p = this.credentials.get(key);
     if (!p) {
-      p = this.keychain.get(host);
-      p.catch(() => this.credentials.delete(host));
-      this.credentials.set(host, p);
+      p = this.keychain.get(host, repository);
+      p.catch(() => this.credentials.delete(key));
+      this.credentials.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * Why a request to `host` was refused, as far as credentials go: which keychain gave the ones
+   * sent, or that none had any. Never includes the secret.
+   */
+  async explainRefusal(host: string, scopes: readonly string[]): Promise<string> {
+    const c = await this.credentialsFor(host, scopes).catch(() => undefined);
+    const tried = this.keychain.name ?? "keychain";
+    if (!c) return `no credentials for ${host} in any keychain (tried ${tried})`;
+    return `credentials for ${host} from the ${c.keychain ?? tried} keychain were refused`;
   }
 
   /** The `Authorization` value for a request to `host` needing `scopes`, if any is known. */
@@ -125,7 +165,7 @@ export class Authenticator {
     const ch = this.challenges.get(host);
     if (!ch) return undefined;
     if (ch.scheme === "basic") {
-      const c = await this.credentialsFor(host);
+      const c = await this.credentialsFor(host, scopes);
       if (!c?.username && !c?.password) return undefined;
       return `Basic ${Buffer.from(`${c.username ?? ""}:${c.password ?? ""}`).toString("base64")}`;
     }
@@ -144,20 +184,28 @@ export class Authenticator {
   }
 
   /**
-   * Records a 401 answer's challenge and forgets the token that was refused. Returns false
-   * when retrying cannot help (no usable challenge, or the same credentials were just refused).
+   * Records a 401 answer's challenge, forgets the token and the credentials that were refused
+   * (the keychain is asked again), and says whether retrying can help: not without a usable
+   * challenge, nor when basic credentials were refused and the keychain has no others (a
+   * rotated secret does give others). `sent` is the refused request's `Authorization`; a
+   * request sent before the challenge was known (one of several started together) carried none.
    */
-  unauthorized(host: string, scopes: readonly string[], wwwAuthenticate: string | null): boolean {
+  async unauthorized(
+    host: string,
+    scopes: readonly string[],
+    wwwAuthenticate: string | null,
+    sent: string | undefined,
+  ): Promise<boolean> {
     const parsed = parseWwwAuthenticate(wwwAuthenticate ?? "");
     const ch = parsed.find((c) => c.scheme === "bearer") ??
       parsed.find((c) => c.scheme === "basic");
     if (!ch) return false;
-    const prev = this.challenges.get(host);
     this.challenges.set(host, ch);
-    this.credentials.delete(host);
+    this.credentials.delete(`${host}\n${repositoryOf(scopes) ?? ""}`);
     this.tokens.delete(`${host}\n${[...scopes].sort().join(" ")}`);
-    if (ch.scheme === "basic" && prev?.scheme === "basic") return false;
-    return true;
+    if (ch.scheme !== "basic" || !sent?.toLowerCase().startsWith("basic ")) return true;
+    const next = await this.authorization(host, scopes).catch(() => undefined);
+    return next !== undefined && next !== sent;
   }
 
   /** True when `host` has asked for authentication before. */
@@ -178,9 +226,18 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`bearer challenge from ${host} has an invalid realm`);
     }
-    const creds = await this.credentialsFor(host);
+    let creds = await this.credentialsFor(host, scopes);
+    if (creds?.registryToken && (jwtExpiry(creds.registryToken) ?? Infinity) <= Date.now()) {
+      // The keychain may have a newer token by now (a new CRI pull), or none.
+      this.credentials.delete(`${host}\n${repositoryOf(scopes) ?? ""}`);
+      creds = await this.credentialsFor(host, scopes);
+    }
     if (creds?.registryToken) {
-      return { token: creds.registryToken, expiresAt: Number.POSITIVE_INFINITY };
+      const exp = jwtExpiry(creds.registryToken);
+      return {
+        token: creds.registryToken,
+        expiresAt: exp === undefined ? Number.POSITIVE_INFINITY : exp - EXPIRY_MARGIN_MS,
+      };
     }
     const allScopes = [...new Set([...scopes, ...(ch.params.scope?.split(" ") ?? [])])].filter(
       Boolean,
@@ -217,8 +274,11 @@ export class Authenticator {
     }
     const text = await res.text();
     if (res.status === 401 || res.status === 403) {
+      const from = creds
+        ? `the credentials from the ${creds.keychain ?? this.keychain.name ?? "given"} keychain`
+        : "anonymous access";
       throw new UnauthorizedError(
-        `token server ${realmUrl.host} refused the credentials for ${host} (HTTP ${res.status})`,
+        `token server ${realmUrl.host} refused ${from} for ${host} (HTTP ${res.status})`,
         res.status,
       );
     }

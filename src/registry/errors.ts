@@ -26,6 +26,17 @@ export class NotFoundError extends RegistryError {
 /** The registry refused our credentials (401/403 after authenticating). */
 export class UnauthorizedError extends RegistryError {
   override name = "UnauthorizedError";
+  /** True once the message says where the refused credentials came from. */
+  explained = false;
+
+  /** The same refusal with `reason` (which keychain was tried; never a secret) appended. */
+  withReason(reason: string): UnauthorizedError {
+    const e = new UnauthorizedError(`${this.message} (${reason})`, this.status, {
+      cause: this.cause,
+    });
+    e.explained = true;
+    return e;
+  }
 }
 
 /** Fetched content does not match its digest or size. */

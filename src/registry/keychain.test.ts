@@ -91,16 +91,29 @@ describe("dockerConfigKeychain", () => {
 });
 
 describe("static and chained keychains", () => {
-  it("returns the first keychain's credentials", async () => {
-    const k = chainKeychains(
+  it("returns the first keychain's credentials, naming it", async () => {
+    const k = chainKeychains([
       staticKeychain({ "a.io": { username: "1" } }),
-      staticKeychain({
-        "a.io": { username: "2" },
-        "https://index.docker.io/v1/": { username: "h" },
-      }),
-    );
-    assert.deepEqual(await k.get("a.io"), { username: "1" });
-    assert.deepEqual(await k.get("docker.io"), { username: "h" });
+      {
+        name: "two",
+        get: staticKeychain({
+          "a.io": { username: "2" },
+          "https://index.docker.io/v1/": { username: "h" },
+        }).get,
+      },
+    ]);
+    assert.deepEqual(await k.get("a.io"), { username: "1", keychain: "static" });
+    assert.deepEqual(await k.get("docker.io"), { username: "h", keychain: "two" });
     assert.equal(await k.get("b.io"), undefined);
+  });
+
+  it("skips a keychain that fails and reports it", async () => {
+    const failed: string[] = [];
+    const k = chainKeychains([
+      { name: "broken", get: () => Promise.reject(new Error("boom")) },
+      staticKeychain({ "a.io": { username: "1" } }),
+    ], (name, err) => failed.push(`${name}: ${(err as Error).message}`));
+    assert.deepEqual(await k.get("a.io"), { username: "1", keychain: "static" });
+    assert.deepEqual(failed, ["broken: boom"]);
   });
 });

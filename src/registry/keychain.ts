@@ -1,8 +1,10 @@
 /**
- * Keychains: where credentials for a registry host come from. The docker-config keychain reads
- * `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`) like the docker CLI: `auths`
- * entries, `credHelpers` per host and the `credsStore` default through
- * `docker-credential-<name> get`.
+ * Keychains: where credentials for a registry host (and repository) come from. The
+ * docker-config keychain reads `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`) like
+ * the docker CLI: `auths` entries, `credHelpers` per host and the `credsStore` default through
+ * `docker-credential-<name> get`. Other keychains (CRI, kubelet credential providers, Kubernetes
+ * secrets) implement the same face; {@link chainKeychains} asks them in order and records which
+ * one answered, so a refusal can name it.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
@@ -18,11 +20,18 @@ export interface Credentials {
   identityToken?: string;
   /** A bearer token to send as is (docker's `registrytoken`). */
   registryToken?: string;
+  /** Name of the keychain that gave them (not secret; error messages name it). */
+  keychain?: string;
 }
 
-/** Looks up credentials by registry host (`host[:port]`, `docker.io` for Docker Hub). */
+/**
+ * Looks up credentials by registry host (`host[:port]`, `docker.io` for Docker Hub) and, when
+ * known, the repository on it (`library/busybox`), for keychains that hold them per image.
+ */
 export interface Keychain {
-  get(host: string): Promise<Credentials | undefined>;
+  /** Short name for messages: `docker-config`, `cri`, … */
+  readonly name?: string;
+  get(host: string, repository?: string): Promise<Credentials | undefined>;
 }
 
 /** The key docker uses for Docker Hub in config files and credential helpers. */
@@ -30,7 +39,8 @@ export const DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/";
 
 const HUB_NAMES = new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
 
-const AuthEntry = v.object({
+/** One `auths` entry of a docker config file. */
+export const AuthEntry = v.object({
   auth: v.optional(v.string()),
   username: v.optional(v.string()),
   password: v.optional(v.string()),
@@ -50,7 +60,7 @@ const HelperReply = v.object({
 });
 
 /** Reduces `https://host:port/v1/` and similar config keys to `host:port`. */
-function normaliseKey(key: string): string {
+export function normaliseKey(key: string): string {
   const host = key.replace(/^[a-z]+:\/\//i, "").split("/")[0].toLowerCase();
   return HUB_NAMES.has(host) ? "docker.io" : host;
 }
@@ -60,7 +70,8 @@ export function authKeyFor(host: string): string {
   return HUB_NAMES.has(host) ? DOCKER_HUB_AUTH_KEY : host;
 }
 
-function fromEntry(entry: v.InferOutput<typeof AuthEntry>): Credentials | undefined {
+/** Credentials from a docker config `auths` entry (also the shape of dockerconfigjson secrets). */
+export function fromEntry(entry: v.InferOutput<typeof AuthEntry>): Credentials | undefined {
   const c: Credentials = {};
   if (entry.auth) {
     const decoded = Buffer.from(entry.auth, "base64").toString();
@@ -138,6 +149,7 @@ export function dockerConfigKeychain(opts: DockerConfigKeychainOptions = {}): Ke
     return parsed.output;
   };
   return {
+    name: "docker-config",
     async get(host) {
       const config = await load();
       if (!config) return undefined;
@@ -160,16 +172,32 @@ export function dockerConfigKeychain(opts: DockerConfigKeychainOptions = {}): Ke
 /** A keychain over a fixed map (host → credentials); useful for tests and flags. */
 export function staticKeychain(entries: Record<string, Credentials>): Keychain {
   const byHost = new Map(Object.entries(entries).map(([k, c]) => [normaliseKey(k), c]));
-  return { get: (host) => Promise.resolve(byHost.get(normaliseKey(host))) };
+  return { name: "static", get: (host) => Promise.resolve(byHost.get(normaliseKey(host))) };
 }
 
-/** Asks each keychain in turn; the first with credentials wins. */
-export function chainKeychains(...chains: Keychain[]): Keychain {
+/**
+ * Asks each keychain in turn; the first with credentials wins and is named in them. A keychain
+ * that fails is skipped (its error logged by `onError` without any secret) so one broken
+ * source does not hide the others.
+ */
+export function chainKeychains(
+  chains: readonly Keychain[],
+  onError?: (keychain: string, err: unknown) => void,
+): Keychain & { readonly names: readonly string[] } {
+  const names = chains.map((k, i) => k.name ?? `keychain ${i + 1}`);
   return {
-    async get(host) {
-      for (const k of chains) {
-        const c = await k.get(host);
-        if (c) return c;
+    name: names.join(", "),
+    names,
+    async get(host, repository) {
+      for (const [i, k] of chains.entries()) {
+        let c;
+        try {
+          c = await k.get(host, repository);
+        } catch (err) {
+          onError?.(names[i]!, err);
+          continue;
+        }
+        if (c) return { ...c, keychain: c.keychain ?? names[i] };
       }
       return undefined;
     },

@@ -38,6 +38,22 @@ export {
   runCredentialHelper,
   staticKeychain,
 } from "./keychain.ts";
+export { CriAuthConfig, CriKeychain, imageKey } from "./cri_keychain.ts";
+export {
+  DOCKER_CONFIG_SECRET_TYPE,
+  KUBECONFIG_POLL_MS,
+  type KubeconfigKeychain,
+  kubeconfigKeychain,
+  type KubeconfigKeychainOptions,
+} from "./kubeconfig_keychain.ts";
+export {
+  CREDENTIAL_PROVIDER_API,
+  CredentialProviderError,
+  type CredentialProviderKeychain,
+  credentialProviderKeychain,
+  type CredentialProviderOptions,
+  matchImage,
+} from "./credential_provider.ts";
 export {
   type Descriptor,
   type FetchedManifest,

@@ -372,3 +372,705 @@ export const SNAPSHOTS_PROTO_JSON: Record<string, unknown> = {
     },
   },
 };
+
+/** protobufjs JSON descriptor of CRI's runtime.v1.ImageService and the messages it uses. */
+export const CRI_IMAGE_PROTO_JSON: Record<string, unknown> = {
+  "nested": {
+    "runtime": {
+      "nested": {
+        "v1": {
+          "nested": {
+            "ImageService": {
+              "methods": {
+                "ListImages": {
+                  "requestType": "ListImagesRequest",
+                  "responseType": "ListImagesResponse",
+                },
+                "StreamImages": {
+                  "requestType": "StreamImagesRequest",
+                  "responseType": "StreamImagesResponse",
+                  "responseStream": true,
+                },
+                "ImageStatus": {
+                  "requestType": "ImageStatusRequest",
+                  "responseType": "ImageStatusResponse",
+                },
+                "PullImage": {
+                  "requestType": "PullImageRequest",
+                  "responseType": "PullImageResponse",
+                },
+                "RemoveImage": {
+                  "requestType": "RemoveImageRequest",
+                  "responseType": "RemoveImageResponse",
+                },
+                "ImageFsInfo": {
+                  "requestType": "ImageFsInfoRequest",
+                  "responseType": "ImageFsInfoResponse",
+                },
+              },
+            },
+            "ListImagesRequest": {
+              "fields": {
+                "filter": {
+                  "type": "ImageFilter",
+                  "id": 1,
+                },
+              },
+            },
+            "ImageFilter": {
+              "fields": {
+                "image": {
+                  "type": "ImageSpec",
+                  "id": 1,
+                },
+              },
+            },
+            "ImageSpec": {
+              "fields": {
+                "image": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "annotations": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 2,
+                },
+                "user_specified_image": {
+                  "type": "string",
+                  "id": 18,
+                },
+                "runtime_handler": {
+                  "type": "string",
+                  "id": 19,
+                },
+                "image_ref": {
+                  "type": "string",
+                  "id": 20,
+                },
+              },
+            },
+            "ListImagesResponse": {
+              "fields": {
+                "images": {
+                  "rule": "repeated",
+                  "type": "Image",
+                  "id": 1,
+                },
+              },
+            },
+            "Image": {
+              "fields": {
+                "id": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "repo_tags": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 2,
+                },
+                "repo_digests": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 3,
+                },
+                "size": {
+                  "type": "uint64",
+                  "id": 4,
+                },
+                "uid": {
+                  "type": "Int64Value",
+                  "id": 5,
+                },
+                "username": {
+                  "type": "string",
+                  "id": 6,
+                },
+                "spec": {
+                  "type": "ImageSpec",
+                  "id": 7,
+                },
+                "pinned": {
+                  "type": "bool",
+                  "id": 8,
+                },
+              },
+            },
+            "Int64Value": {
+              "fields": {
+                "value": {
+                  "type": "int64",
+                  "id": 1,
+                },
+              },
+            },
+            "StreamImagesRequest": {
+              "fields": {
+                "filter": {
+                  "type": "ImageFilter",
+                  "id": 1,
+                },
+              },
+            },
+            "StreamImagesResponse": {
+              "fields": {
+                "images": {
+                  "rule": "repeated",
+                  "type": "Image",
+                  "id": 1,
+                },
+              },
+            },
+            "ImageStatusRequest": {
+              "fields": {
+                "image": {
+                  "type": "ImageSpec",
+                  "id": 1,
+                },
+                "verbose": {
+                  "type": "bool",
+                  "id": 2,
+                },
+              },
+            },
+            "ImageStatusResponse": {
+              "fields": {
+                "image": {
+                  "type": "Image",
+                  "id": 1,
+                },
+                "info": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 2,
+                },
+              },
+            },
+            "PullImageRequest": {
+              "fields": {
+                "image": {
+                  "type": "ImageSpec",
+                  "id": 1,
+                },
+                "auth": {
+                  "type": "AuthConfig",
+                  "id": 2,
+                },
+                "sandbox_config": {
+                  "type": "PodSandboxConfig",
+                  "id": 3,
+                },
+              },
+            },
+            "AuthConfig": {
+              "fields": {
+                "username": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "password": {
+                  "type": "string",
+                  "id": 2,
+                  "options": {
+                    "debug_redact": true,
+                  },
+                },
+                "auth": {
+                  "type": "string",
+                  "id": 3,
+                  "options": {
+                    "debug_redact": true,
+                  },
+                },
+                "server_address": {
+                  "type": "string",
+                  "id": 4,
+                },
+                "identity_token": {
+                  "type": "string",
+                  "id": 5,
+                  "options": {
+                    "debug_redact": true,
+                  },
+                },
+                "registry_token": {
+                  "type": "string",
+                  "id": 6,
+                  "options": {
+                    "debug_redact": true,
+                  },
+                },
+              },
+            },
+            "PodSandboxConfig": {
+              "fields": {
+                "metadata": {
+                  "type": "PodSandboxMetadata",
+                  "id": 1,
+                },
+                "hostname": {
+                  "type": "string",
+                  "id": 2,
+                },
+                "log_directory": {
+                  "type": "string",
+                  "id": 3,
+                },
+                "dns_config": {
+                  "type": "DNSConfig",
+                  "id": 4,
+                },
+                "port_mappings": {
+                  "rule": "repeated",
+                  "type": "PortMapping",
+                  "id": 5,
+                },
+                "labels": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 6,
+                },
+                "annotations": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 7,
+                },
+                "linux": {
+                  "type": "LinuxPodSandboxConfig",
+                  "id": 8,
+                },
+                "windows": {
+                  "type": "WindowsPodSandboxConfig",
+                  "id": 9,
+                },
+              },
+            },
+            "PodSandboxMetadata": {
+              "fields": {
+                "name": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "uid": {
+                  "type": "string",
+                  "id": 2,
+                },
+                "namespace": {
+                  "type": "string",
+                  "id": 3,
+                },
+                "attempt": {
+                  "type": "uint32",
+                  "id": 4,
+                },
+              },
+            },
+            "DNSConfig": {
+              "fields": {
+                "servers": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 1,
+                },
+                "searches": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 2,
+                },
+                "options": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 3,
+                },
+              },
+            },
+            "PortMapping": {
+              "fields": {
+                "protocol": {
+                  "type": "Protocol",
+                  "id": 1,
+                },
+                "container_port": {
+                  "type": "int32",
+                  "id": 2,
+                },
+                "host_port": {
+                  "type": "int32",
+                  "id": 3,
+                },
+                "host_ip": {
+                  "type": "string",
+                  "id": 4,
+                },
+              },
+            },
+            "Protocol": {
+              "values": {
+                "TCP": 0,
+                "UDP": 1,
+                "SCTP": 2,
+              },
+            },
+            "LinuxPodSandboxConfig": {
+              "fields": {
+                "cgroup_parent": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "security_context": {
+                  "type": "LinuxSandboxSecurityContext",
+                  "id": 2,
+                },
+                "sysctls": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 3,
+                },
+                "overhead": {
+                  "type": "LinuxContainerResources",
+                  "id": 4,
+                },
+                "resources": {
+                  "type": "LinuxContainerResources",
+                  "id": 5,
+                },
+              },
+            },
+            "LinuxSandboxSecurityContext": {
+              "fields": {
+                "namespace_options": {
+                  "type": "NamespaceOption",
+                  "id": 1,
+                },
+                "selinux_options": {
+                  "type": "SELinuxOption",
+                  "id": 2,
+                },
+                "run_as_user": {
+                  "type": "Int64Value",
+                  "id": 3,
+                },
+                "run_as_group": {
+                  "type": "Int64Value",
+                  "id": 8,
+                },
+                "readonly_rootfs": {
+                  "type": "bool",
+                  "id": 4,
+                },
+                "supplemental_groups": {
+                  "rule": "repeated",
+                  "type": "int64",
+                  "id": 5,
+                },
+                "supplemental_groups_policy": {
+                  "type": "SupplementalGroupsPolicy",
+                  "id": 11,
+                },
+                "privileged": {
+                  "type": "bool",
+                  "id": 6,
+                },
+                "seccomp": {
+                  "type": "SecurityProfile",
+                  "id": 9,
+                },
+                "apparmor": {
+                  "type": "SecurityProfile",
+                  "id": 10,
+                },
+                "seccomp_profile_path": {
+                  "type": "string",
+                  "id": 7,
+                  "options": {
+                    "deprecated": true,
+                  },
+                },
+              },
+            },
+            "NamespaceOption": {
+              "fields": {
+                "network": {
+                  "type": "NamespaceMode",
+                  "id": 1,
+                },
+                "pid": {
+                  "type": "NamespaceMode",
+                  "id": 2,
+                },
+                "ipc": {
+                  "type": "NamespaceMode",
+                  "id": 3,
+                },
+                "target_id": {
+                  "type": "string",
+                  "id": 4,
+                },
+                "userns_options": {
+                  "type": "UserNamespace",
+                  "id": 5,
+                },
+              },
+            },
+            "NamespaceMode": {
+              "values": {
+                "POD": 0,
+                "CONTAINER": 1,
+                "NODE": 2,
+                "TARGET": 3,
+              },
+            },
+            "UserNamespace": {
+              "fields": {
+                "mode": {
+                  "type": "NamespaceMode",
+                  "id": 1,
+                },
+                "uids": {
+                  "rule": "repeated",
+                  "type": "IDMapping",
+                  "id": 2,
+                },
+                "gids": {
+                  "rule": "repeated",
+                  "type": "IDMapping",
+                  "id": 3,
+                },
+              },
+            },
+            "IDMapping": {
+              "fields": {
+                "host_id": {
+                  "type": "uint32",
+                  "id": 1,
+                },
+                "container_id": {
+                  "type": "uint32",
+                  "id": 2,
+                },
+                "length": {
+                  "type": "uint32",
+                  "id": 3,
+                },
+              },
+            },
+            "SELinuxOption": {
+              "fields": {
+                "user": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "role": {
+                  "type": "string",
+                  "id": 2,
+                },
+                "type": {
+                  "type": "string",
+                  "id": 3,
+                },
+                "level": {
+                  "type": "string",
+                  "id": 4,
+                },
+              },
+            },
+            "SupplementalGroupsPolicy": {
+              "values": {
+                "Merge": 0,
+                "Strict": 1,
+              },
+            },
+            "SecurityProfile": {
+              "fields": {
+                "profile_type": {
+                  "type": "ProfileType",
+                  "id": 1,
+                },
+                "localhost_ref": {
+                  "type": "string",
+                  "id": 2,
+                },
+              },
+              "nested": {
+                "ProfileType": {
+                  "values": {
+                    "RuntimeDefault": 0,
+                    "Unconfined": 1,
+                    "Localhost": 2,
+                  },
+                },
+              },
+            },
+            "LinuxContainerResources": {
+              "fields": {
+                "cpu_period": {
+                  "type": "int64",
+                  "id": 1,
+                },
+                "cpu_quota": {
+                  "type": "int64",
+                  "id": 2,
+                },
+                "cpu_shares": {
+                  "type": "int64",
+                  "id": 3,
+                },
+                "memory_limit_in_bytes": {
+                  "type": "int64",
+                  "id": 4,
+                },
+                "oom_score_adj": {
+                  "type": "int64",
+                  "id": 5,
+                },
+                "cpuset_cpus": {
+                  "type": "string",
+                  "id": 6,
+                },
+                "cpuset_mems": {
+                  "type": "string",
+                  "id": 7,
+                },
+                "hugepage_limits": {
+                  "rule": "repeated",
+                  "type": "HugepageLimit",
+                  "id": 8,
+                },
+                "unified": {
+                  "keyType": "string",
+                  "type": "string",
+                  "id": 9,
+                },
+                "memory_swap_limit_in_bytes": {
+                  "type": "int64",
+                  "id": 10,
+                },
+              },
+            },
+            "HugepageLimit": {
+              "fields": {
+                "page_size": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "limit": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+              },
+            },
+            "WindowsPodSandboxConfig": {
+              "fields": {
+                "security_context": {
+                  "type": "WindowsSandboxSecurityContext",
+                  "id": 1,
+                },
+              },
+            },
+            "WindowsSandboxSecurityContext": {
+              "fields": {
+                "run_as_username": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "credential_spec": {
+                  "type": "string",
+                  "id": 2,
+                },
+                "host_process": {
+                  "type": "bool",
+                  "id": 3,
+                },
+                "namespace_options": {
+                  "type": "WindowsNamespaceOption",
+                  "id": 4,
+                },
+              },
+            },
+            "WindowsNamespaceOption": {
+              "fields": {
+                "network": {
+                  "type": "NamespaceMode",
+                  "id": 1,
+                },
+              },
+            },
+            "PullImageResponse": {
+              "fields": {
+                "image_ref": {
+                  "type": "string",
+                  "id": 1,
+                },
+              },
+            },
+            "RemoveImageRequest": {
+              "fields": {
+                "image": {
+                  "type": "ImageSpec",
+                  "id": 1,
+                },
+              },
+            },
+            "RemoveImageResponse": {
+              "fields": {},
+            },
+            "ImageFsInfoRequest": {
+              "fields": {},
+            },
+            "ImageFsInfoResponse": {
+              "fields": {
+                "image_filesystems": {
+                  "rule": "repeated",
+                  "type": "FilesystemUsage",
+                  "id": 1,
+                },
+                "container_filesystems": {
+                  "rule": "repeated",
+                  "type": "FilesystemUsage",
+                  "id": 2,
+                },
+              },
+            },
+            "FilesystemUsage": {
+              "fields": {
+                "timestamp": {
+                  "type": "int64",
+                  "id": 1,
+                },
+                "fs_id": {
+                  "type": "FilesystemIdentifier",
+                  "id": 2,
+                },
+                "used_bytes": {
+                  "type": "UInt64Value",
+                  "id": 3,
+                },
+                "inodes_used": {
+                  "type": "UInt64Value",
+                  "id": 4,
+                },
+              },
+            },
+            "FilesystemIdentifier": {
+              "fields": {
+                "mountpoint": {
+                  "type": "string",
+                  "id": 1,
+                },
+              },
+            },
+            "UInt64Value": {
+              "fields": {
+                "value": {
+                  "type": "uint64",
+                  "id": 1,
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+};

@@ -122,8 +122,15 @@ function wireMounts(ms: Mount[]): { mounts: object[] } {
 /** infos per ListSnapshotsResponse, as containerd's own service batches them. */
 const LIST_BATCH = 100;
 
-/** The request handlers of the Snapshots service, backed by `sn`. */
-export function snapshotsService(sn: Snapshotter, log: Logger): grpc.UntypedServiceImplementation {
+/**
+ * The request handlers of the Snapshots service, backed by `sn`; `hooks.removed` runs after
+ * each Remove (the CRI keychain drops credentials no snapshot needs any more).
+ */
+export function snapshotsService(
+  sn: Snapshotter,
+  log: Logger,
+  hooks: { removed?: () => void } = {},
+): grpc.UntypedServiceImplementation {
   const unary =
     <T>(method: string, fn: (req: unknown) => Promise<T>): grpc.handleUnaryCall<unknown, T> =>
     (call, callback) => {
@@ -158,6 +165,7 @@ export function snapshotsService(sn: Snapshotter, log: Logger): grpc.UntypedServ
     }),
     Remove: unary("Remove", async (req) => {
       await sn.remove(decode(KeyRequest, req).key);
+      hooks.removed?.();
       return empty;
     }),
     Stat: unary(
