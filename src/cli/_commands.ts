@@ -3,6 +3,7 @@ import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
 import { inspectCommand } from "./inspect.ts";
 import { mountCommand } from "./mount.ts";
+import { rpullCommand } from "./rpull.ts";
 import { serveCommand } from "./serve.ts";
 import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
 
@@ -13,6 +14,7 @@ export const COMMANDS: readonly Command[] = [
   convertCommand,
   inspectCommand,
   mountCommand,
+  rpullCommand,
   getTocDigestCommand,
   tocCommand,
   verifyCommand,

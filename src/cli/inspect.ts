@@ -13,10 +13,10 @@ import {
   type Platform,
   RegistryClient,
   RegistryError,
+  registryOptionsFromConfig,
 } from "../registry/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log } from "../log/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";

@@ -19,8 +19,7 @@ import {
 import type { RangeSource } from "../fs/mod.ts";
 import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
-import { RegistryClient } from "../registry/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
+import { RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { bool, str } from "./_flags.ts";

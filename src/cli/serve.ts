@@ -1,11 +1,8 @@
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
-import { RegistryClient } from "../registry/mod.ts";
-import { startAdmin } from "../service/admin.ts";
-import type { AdminServer } from "../service/admin.ts";
-import { startDaemon } from "../service/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
+import { RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
+import { type AdminServer, startAdmin, startDaemon } from "../service/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";

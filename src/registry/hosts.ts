@@ -21,7 +21,7 @@ export interface RegistryHostsConfig {
   /** Default per-request timeout in seconds (30 when absent; negative → none). */
   requestTimeoutSec?: number;
   /** Mirrors per registry host name (as written in references, e.g. `docker.io`). */
-  host?: Record<string, { mirrors?: readonly MirrorConfig[] }>;
+  host?: Record<string, { mirrors?: readonly MirrorConfig[]; plainHttp?: boolean }>;
 }
 
 /** One endpoint to try for a registry. */
@@ -70,7 +70,11 @@ function flattenHeaders(h: MirrorConfig["header"]): Record<string, string> {
 /** The endpoints for registry `domain`, mirrors first, then the origin. */
 export function registryHosts(domain: string, config: RegistryHostsConfig = {}): RegistryHost[] {
   const fallback = config.requestTimeoutSec ?? DEFAULT_REQUEST_TIMEOUT_SEC;
-  const entries: MirrorConfig[] = [...(config.host?.[domain]?.mirrors ?? []), { host: domain }];
+  const entry = config.host?.[domain];
+  const entries: MirrorConfig[] = [
+    ...(entry?.mirrors ?? []),
+    { host: domain, insecure: entry?.plainHttp === true },
+  ];
   return entries.map((m, i) => {
     const isMirror = i < entries.length - 1;
     let host = m.host.replace(/^https?:\/\//, "").replace(/\/+$/, "");

@@ -65,3 +65,4 @@ export {
   TimeoutError,
   UnauthorizedError,
 } from "./errors.ts";
+export { registryOptionsFromConfig } from "./config.ts";

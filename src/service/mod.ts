@@ -12,6 +12,7 @@ import { prepareSocketPath, removeCreated } from "./_socket.ts";
 import { prepareRoot } from "./_root.ts";
 import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
+export { type AdminServer, startAdmin } from "./admin.ts";
 export { SocketPathError } from "./_socket.ts";
 export { RootDirError } from "./_root.ts";
 export {

@@ -1,8 +1,8 @@
 import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import type { RegistryClientOptions } from "../registry/mod.ts";
+import type { RegistryClientOptions } from "./client.ts";
 
-/** The registry client's options from the daemon configuration (`[resolver]`, `[blob]`). */
+/** The registry client's options from the daemon configuration (`[resolver]`, `[blob]`), shared by the daemon and the CLI. */
 export function registryOptionsFromConfig(config: Config, log: Logger): RegistryClientOptions {
   const host: NonNullable<NonNullable<RegistryClientOptions["hosts"]>["host"]> = {};
   for (const [name, entry] of Object.entries(config.resolver.host)) {

@@ -1,0 +1,245 @@
+/**
+ * `stargz rpull` against a real containerd 1.6 (our daemon as its `stargz` snapshotter), real
+ * registries and runc: eStargz layers become remote snapshots that containerd never downloads,
+ * other layers are fetched and applied through containerd's diff service, the image runs with
+ * `ctr run`, and a failed pull leaves nothing behind once its lease is gone.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { scriptCommand } from "../src/runtime/mod.ts";
+import { type CliResult, MAIN_TS, waitExit } from "./_cli.ts";
+import { cleanupDir, startContainerd, startStargz, waitUntil } from "./_containerd.ts";
+import type { Containerd, StargzProcess } from "./_containerd.ts";
+import { estargzLayer, makeBusyboxRoot, plainLayer, pushLayers, tarDir } from "./_images.ts";
+import type { BuiltLayer } from "./_images.ts";
+import { closedPort, startRegistry } from "./_registry.ts";
+import type { TestRegistry } from "./_registry.ts";
+
+const NS = "rpull";
+let dir: string;
+let reg: TestRegistry | undefined;
+let privateReg: TestRegistry | undefined;
+let daemon: StargzProcess | undefined;
+let ctd: Containerd | undefined;
+let busybox: { esgz: BuiltLayer; plain: BuiltLayer };
+let hello: { esgz: BuiltLayer; plain: BuiltLayer };
+let dockerConfig: string;
+let emptyDockerConfig: string;
+
+/** `stargz rpull args…` (the compiled binary when `STARGZ_TEST_BINARY` is set). */
+function rpull(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const argv = ["rpull", "--address", ctd!.address, "--namespace", NS, ...args];
+  const binary = process.env.STARGZ_TEST_BINARY;
+  const [cmd, ...rest] = binary ? [binary, ...argv] : scriptCommand(MAIN_TS, argv);
+  const child = spawn(cmd, rest, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, DOCKER_CONFIG: emptyDockerConfig, ...env },
+  });
+  return waitExit(child, 180_000);
+}
+
+async function rpullOk(args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const r = await rpull(args, env);
+  assert.equal(r.code, 0, `rpull ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+}
+
+const ctr = (args: string[]) => ctd!.ctrOk(args, { namespace: NS });
+
+function runImage(ref: string, script: string): Promise<string> {
+  return ctd!.ctrOk([
+    "run",
+    "--rm",
+    "--snapshotter",
+    "stargz",
+    ref,
+    `rpull-${randomUUID().slice(0, 8)}`,
+    "/bin/sh",
+    "-c",
+    script,
+  ], { namespace: NS, timeoutMs: 120_000 });
+}
+
+/** Snapshots of the stargz snapshotter: name → kind. */
+async function snapshots(): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const line of (await ctr(["snapshots", "--snapshotter", "stargz", "ls"])).split("\n")) {
+    const cols = line.trim().split(/\s+/);
+    if (cols[0] && cols[0] !== "KEY") out.set(cols[0], cols[cols.length - 1]);
+  }
+  return out;
+}
+
+async function isRemote(chainId: string): Promise<boolean> {
+  const info = await ctr(["snapshots", "--snapshotter", "stargz", "info", chainId]);
+  return info.includes('"containerd.io/snapshot/remote": "remote snapshot"');
+}
+
+function layerTar(name: string, files: Record<string, string>): string {
+  const root = path.join(dir, name);
+  for (const [file, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    fs.writeFileSync(path.join(root, file), text);
+  }
+  const tar = path.join(dir, `${name}.tar`);
+  tarDir(root, tar);
+  return tar;
+}
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-rpull-"));
+  const root = path.join(dir, "bb");
+  makeBusyboxRoot(root);
+  tarDir(root, path.join(dir, "busybox.tar"));
+  const helloTar = layerTar("hello", { "data/hello": "hello rpull\n" });
+  busybox = {
+    esgz: await estargzLayer(path.join(dir, "busybox.tar")),
+    plain: plainLayer(path.join(dir, "busybox.tar")),
+  };
+  hello = { esgz: await estargzLayer(helloTar), plain: plainLayer(helloTar) };
+  reg = await startRegistry();
+  privateReg = await startRegistry({ auth: "basic" });
+  const [user, password] = Object.entries(privateReg.users)[0];
+  dockerConfig = path.join(dir, "docker");
+  emptyDockerConfig = path.join(dir, "docker-empty");
+  fs.mkdirSync(dockerConfig);
+  fs.mkdirSync(emptyDockerConfig);
+  fs.writeFileSync(
+    path.join(dockerConfig, "config.json"),
+    JSON.stringify({
+      auths: { [privateReg.host]: { auth: Buffer.from(`${user}:${password}`).toString("base64") } },
+    }),
+  );
+  // The daemon mounts private layers with the docker config's credentials, as upstream's does.
+  const saved = process.env.DOCKER_CONFIG;
+  process.env.DOCKER_CONFIG = dockerConfig;
+  try {
+    daemon = await startStargz({ dir });
+  } finally {
+    if (saved === undefined) delete process.env.DOCKER_CONFIG;
+    else process.env.DOCKER_CONFIG = saved;
+  }
+  ctd = await startContainerd({ dir, snapshotterAddress: daemon.address });
+});
+
+after(async () => {
+  await ctd?.stop();
+  await daemon?.stop();
+  await reg?.stop();
+  await privateReg?.stop();
+  await cleanupDir(dir);
+});
+
+describe("stargz rpull", () => {
+  it("pulls an eStargz image lazily: remote snapshots, no layer blobs, ctr run works", async () => {
+    const image = await pushLayers(reg!, "rpull/app", "esgz", [busybox.esgz, hello.esgz]);
+    const before = await snapshots();
+    await rpullOk([image.ref]);
+    const images = await ctr(["images", "ls", "-q"]);
+    assert.ok(images.split("\n").includes(image.ref), images);
+    const content = await ctr(["content", "ls", "-q"]);
+    for (const l of image.layers) assert.ok(!content.includes(l.digest), `${l.digest} downloaded`);
+    assert.ok(content.includes(image.manifestDigest), "manifest in the content store");
+    assert.ok(content.includes(image.config.digest), "config in the content store");
+    const after = await snapshots();
+    const added = [...after.keys()].filter((k) => !before.has(k));
+    assert.equal(added.length, 2, JSON.stringify([...after]));
+    for (const chain of added) {
+      assert.equal(after.get(chain), "Committed");
+      assert.ok(await isRemote(chain), `${chain} is not a remote snapshot`);
+    }
+    assert.equal(await runImage(image.ref, "cat /data/hello"), "hello rpull\n");
+    const leases = await ctr(["leases", "ls", "-q"]);
+    assert.doesNotMatch(leases, /stargz-rpull/, "the pull's lease was released");
+  });
+
+  it("pulling the same image again changes nothing", async () => {
+    const ref = `${reg!.host}/rpull/app:esgz`;
+    const state = async () => [
+      await ctr(["content", "ls", "-q"]),
+      [...(await snapshots()).keys()].sort().join("\n"),
+      await ctr(["images", "ls", "-q"]),
+    ];
+    const before = await state();
+    const prepares = daemon!.logs().split("remote-snapshot-prepared").length;
+    await rpullOk([ref]);
+    assert.deepEqual(await state(), before);
+    assert.equal(daemon!.logs().split("remote-snapshot-prepared").length, prepares);
+  });
+
+  it("fetches and applies the plain layer of a mixed image; it runs", async () => {
+    const image = await pushLayers(reg!, "rpull/mixed", "v1", [busybox.esgz, hello.plain]);
+    await rpullOk([image.ref]);
+    const content = await ctr(["content", "ls", "-q"]);
+    assert.ok(content.includes(image.layers[1].digest), "plain layer fetched");
+    assert.ok(!content.includes(image.layers[0].digest), "eStargz layer not fetched");
+    const info = await ctr(["content", "ls"]);
+    assert.match(
+      info.split("\n").find((l) => l.startsWith(image.layers[1].digest)) ?? "",
+      /containerd\.io\/uncompressed=sha256:/,
+    );
+    assert.equal(await runImage(image.ref, "cat /data/hello"), "hello rpull\n");
+  });
+
+  it("pulls and runs a plain image (every layer applied by containerd)", async () => {
+    const image = await pushLayers(reg!, "rpull/plain", "v1", [busybox.plain, hello.plain]);
+    await rpullOk([image.ref]);
+    const content = await ctr(["content", "ls", "-q"]);
+    for (const l of image.layers) assert.ok(content.includes(l.digest), `${l.digest} missing`);
+    assert.equal(
+      await runImage(image.ref, "cat /data/hello; ls /bin/busybox"),
+      "hello rpull\n/bin/busybox\n",
+    );
+  });
+
+  it("pulls a private image with --user, and with the docker config", async () => {
+    const own = layerTar("secret", { "secret.txt": `private ${randomUUID()}\n` });
+    const layer = await estargzLayer(own);
+    const image = await pushLayers(privateReg!, "secret/app", "v1", [busybox.esgz, layer]);
+    const denied = await rpull([image.ref]);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /rpull .*(401|403|unauthorized|UNAUTHORIZED)/i);
+    const [user, password] = Object.entries(privateReg!.users)[0];
+    await rpullOk(["--user", `${user}:${password}`, image.ref]);
+    assert.match(await runImage(image.ref, "cat /secret.txt"), /^private /);
+
+    const other = await pushLayers(privateReg!, "secret/other", "v1", [busybox.esgz, hello.esgz]);
+    await rpullOk([other.ref], { DOCKER_CONFIG: dockerConfig });
+    assert.equal(await runImage(other.ref, "cat /data/hello"), "hello rpull\n");
+  });
+
+  it("fails clearly when the registry is down and leaves nothing behind", async () => {
+    const before = [await ctr(["images", "ls", "-q"]), await ctr(["content", "ls", "-q"])];
+    const r = await rpull([`127.0.0.1:${await closedPort()}/rpull/gone:v1`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /rpull 127\.0\.0\.1:\d+\/rpull\/gone:v1: .*connection failed/);
+    assert.deepEqual(
+      [await ctr(["images", "ls", "-q"]), await ctr(["content", "ls", "-q"])],
+      before,
+    );
+    assert.doesNotMatch(await ctr(["leases", "ls", "-q"]), /stargz-rpull/);
+  });
+
+  it("a layer that fails mid-pull leaves no image and, once the lease is gone, no content", async () => {
+    const own = layerTar("broken", { "broken.txt": `broken ${randomUUID()}\n` });
+    const image = await pushLayers(reg!, "rpull/broken", "v1", [busybox.plain, plainLayer(own)]);
+    // Remove the second layer's data from the registry's storage: the manifest still resolves.
+    const hex = image.layers[1].digest.slice("sha256:".length);
+    const blobDir = path.join(reg!.dir, "storage/docker/registry/v2/blobs/sha256", hex.slice(0, 2));
+    fs.rmSync(path.join(blobDir, hex), { recursive: true, force: true });
+    const r = await rpull([image.ref]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, new RegExp(`rpull ${image.ref.replace(/[.]/g, "\\.")}: .*blob`));
+    assert.ok(!(await ctr(["images", "ls", "-q"])).includes(image.ref));
+    assert.doesNotMatch(await ctr(["leases", "ls", "-q"]), /stargz-rpull/);
+    await waitUntil(
+      async () => !(await ctr(["content", "ls", "-q"])).includes(image.manifestDigest),
+      30_000,
+      "containerd to collect the failed pull's manifest",
+    );
+  });
+});
