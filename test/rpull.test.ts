@@ -2,7 +2,8 @@
  * `stargz rpull` against a real containerd 1.6 (our daemon as its `stargz` snapshotter), real
  * registries and runc: eStargz layers become remote snapshots that containerd never downloads,
  * other layers are fetched and applied through containerd's diff service, the image runs with
- * `ctr run`, and a failed pull leaves nothing behind once its lease is gone.
+ * `ctr run`, and a failed pull leaves nothing behind once its lease is gone. containerd runs
+ * without its CRI plugin (a machine without Kubernetes), and once more with it.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -32,8 +33,12 @@ let dockerConfig: string;
 let emptyDockerConfig: string;
 
 /** `stargz rpull args…` (the compiled binary when `STARGZ_TEST_BINARY` is set). */
-function rpull(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  const argv = ["rpull", "--address", ctd!.address, "--namespace", NS, ...args];
+function rpull(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  target: Containerd = ctd!,
+): Promise<CliResult> {
+  const argv = ["rpull", "--address", target.address, "--namespace", NS, ...args];
   const binary = process.env.STARGZ_TEST_BINARY;
   const [cmd, ...rest] = binary ? [binary, ...argv] : scriptCommand(MAIN_TS, argv);
   const child = spawn(cmd, rest, {
@@ -43,15 +48,19 @@ function rpull(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> 
   return waitExit(child, 180_000);
 }
 
-async function rpullOk(args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
-  const r = await rpull(args, env);
+async function rpullOk(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  target: Containerd = ctd!,
+): Promise<void> {
+  const r = await rpull(args, env, target);
   assert.equal(r.code, 0, `rpull ${args.join(" ")}: ${r.stderr}${r.stdout}`);
 }
 
 const ctr = (args: string[]) => ctd!.ctrOk(args, { namespace: NS });
 
-function runImage(ref: string, script: string): Promise<string> {
-  return ctd!.ctrOk([
+function runImage(ref: string, script: string, target: Containerd = ctd!): Promise<string> {
+  return target.ctrOk([
     "run",
     "--rm",
     "--snapshotter",
@@ -123,7 +132,8 @@ before(async () => {
     if (saved === undefined) delete process.env.DOCKER_CONFIG;
     else process.env.DOCKER_CONFIG = saved;
   }
-  ctd = await startContainerd({ dir, snapshotterAddress: daemon.address });
+  // containerd as used without Kubernetes; the CRI-enabled case has its own suite below.
+  ctd = await startContainerd({ dir, snapshotterAddress: daemon.address, cri: false });
 });
 
 after(async () => {
@@ -241,5 +251,26 @@ describe("stargz rpull", () => {
       30_000,
       "containerd to collect the failed pull's manifest",
     );
+  });
+});
+
+describe("stargz rpull with containerd's CRI plugin loaded", () => {
+  it("pulls with the CRI labels (--use-containerd-labels) and runs the image", async () => {
+    const sub = path.join(dir, "cri");
+    fs.mkdirSync(sub);
+    const criDaemon = await startStargz({ dir: sub });
+    let criCtd: Containerd | undefined;
+    try {
+      criCtd = await startContainerd({ dir: sub, snapshotterAddress: criDaemon.address });
+      const image = await pushLayers(reg!, "rpull/cri", "v1", [busybox.esgz, hello.esgz]);
+      await rpullOk(["--use-containerd-labels", image.ref], {}, criCtd);
+      const content = await criCtd.ctrOk(["content", "ls", "-q"], { namespace: NS });
+      for (const l of image.layers) assert.ok(!content.includes(l.digest), `${l.digest} fetched`);
+      assert.match(criDaemon.logs(), /cri\.image-ref|remote-snapshot-prepared":"true/);
+      assert.equal(await runImage(image.ref, "cat /data/hello", criCtd), "hello rpull\n");
+    } finally {
+      await criCtd?.stop();
+      await criDaemon.stop();
+    }
   });
 });

@@ -127,7 +127,7 @@ const SERVICE_NAMES: Record<Service, string> = {
   diff: "containerd.services.diff.v1.Diff",
 };
 
-/** A write to the content store is sent in pieces of this size (gRPC's default limit is 4 MiB). */
+/** Writes to the content store are gathered into pieces of this size (gRPC allows 4 MiB). */
 const WRITE_CHUNK = 1 << 20;
 
 function toWireDescriptor(d: ContainerdDescriptor): Record<string, unknown> {
@@ -259,6 +259,10 @@ export class ContainerdClient {
    * Opens an ingest `ref` for blob `desc` in the content store: write the bytes in order, then
    * commit (the store checks size and digest and sets `labels`). Interrupted ingests are kept
    * by containerd under the lease; the first write at offset 0 truncates what one left.
+   *
+   * Like containerd's Go writer, every request waits for its reply before the next one goes out
+   * (pieces are gathered up to 1 MiB): containerd answers each request, and letting requests
+   * pile up behind HTTP/2 flow control stalled the stream under Bun.
    */
   openContentWriter(
     ref: string,
@@ -270,53 +274,67 @@ export class ContainerdClient {
     };
     const stream = c.Write(this.metadata());
     let failure: ContainerdError | undefined;
-    let settle: { resolve(): void; reject(e: unknown): void } | undefined;
-    const committed = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-    // Until commit() is awaited, a failure is only remembered (and thrown by the next write).
-    committed.catch(() => {});
+    /** The blob turned out to be there already (another pull stored it meanwhile). */
+    let exists = false;
+    let pending:
+      | { resolve(r: v.InferOutput<typeof WriteResponse>): void; reject(e: unknown): void }
+      | undefined;
+    const fail = (e: ContainerdError) => {
+      failure ??= e;
+      pending?.reject(failure);
+      pending = undefined;
+    };
     stream.on("data", (raw: unknown) => {
       const res = v.safeParse(WriteResponse, raw);
       if (!res.success) {
-        failure = new ContainerdError("content.Write: malformed reply", "unknown");
-        settle?.reject(failure);
-      } else if (res.output.action === "COMMIT") {
-        stream.end();
-        settle?.resolve();
+        return fail(new ContainerdError("content.Write: malformed reply", "unknown"));
       }
+      pending?.resolve(res.output);
+      pending = undefined;
     });
     stream.on("error", (err) => {
       const e = toContainerdError("content.Write", err, this.opts.address);
-      // The blob appeared meanwhile (another pull): what we wanted is there.
-      if (e.kind === "already-exists") return settle?.resolve();
-      failure = e;
-      settle?.reject(e);
+      if (e.kind !== "already-exists") return fail(e);
+      exists = true;
+      pending?.resolve({ action: "COMMIT", offset: desc.size, digest: desc.digest });
+      pending = undefined;
     });
-    const send = (msg: Record<string, unknown>): Promise<void> => {
+    const request = (msg: Record<string, unknown>) => {
       if (failure) return Promise.reject(failure);
-      return new Promise((ok) => {
-        if (stream.write(msg)) ok();
-        else stream.once("drain", ok);
+      if (exists) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        pending = { resolve: () => resolve(), reject };
+        stream.write(msg);
       });
     };
     let offset = 0;
     let opened = false;
-    const open = async () => {
-      if (opened) return;
-      opened = true;
-      await send({ action: "STAT", ref, total: desc.size, expected: desc.digest });
+    let buffered: Uint8Array[] = [];
+    let bufferedBytes = 0;
+    const flush = async () => {
+      if (!opened) {
+        opened = true;
+        await request({ action: "STAT", ref, total: desc.size, expected: desc.digest });
+      }
+      if (bufferedBytes === 0) return;
+      const data = Buffer.concat(buffered, bufferedBytes);
+      buffered = [];
+      bufferedBytes = 0;
+      await request({ action: "WRITE", ref, offset, data });
+      offset += data.byteLength;
     };
     return {
       async write(chunk) {
-        await open();
         for (let i = 0; i < chunk.byteLength; i += WRITE_CHUNK) {
-          const data = chunk.subarray(i, Math.min(i + WRITE_CHUNK, chunk.byteLength));
-          await send({ action: "WRITE", ref, offset, data });
-          offset += data.byteLength;
+          const piece = chunk.subarray(i, Math.min(i + WRITE_CHUNK, chunk.byteLength));
+          buffered.push(piece);
+          bufferedBytes += piece.byteLength;
+          if (bufferedBytes >= WRITE_CHUNK) await flush();
         }
       },
       async commit() {
-        await open();
-        await send({
+        await flush();
+        await request({
           action: "COMMIT",
           ref,
           offset,
@@ -324,7 +342,7 @@ export class ContainerdClient {
           expected: desc.digest,
           labels,
         });
-        await committed;
+        stream.end();
       },
       abort() {
         stream.cancel();
