@@ -135,7 +135,7 @@ export const inspectCommand: Command = {
     try {
       parseReference(ref);
       const p = str(flags, "platform");
-      const client = new RegistryClient(registryOptionsFromConfig(config, log));
+      const client = new RegistryClient(await registryOptionsFromConfig(config, log));
       const result = await inspectImage(client, ref, p ? parsePlatform(p) : undefined);
       console.log(JSON.stringify(result, null, 2));
       return 0;

@@ -3,6 +3,7 @@
  */
 import { log } from "../log/mod.ts";
 import { invokedName, runtimeVersion } from "../runtime/mod.ts";
+import { RegistryError } from "../registry/mod.ts";
 import { RootDirError, SocketPathError } from "../service/mod.ts";
 import { CommandError } from "./_command.ts";
 import type { Command } from "./_command.ts";
@@ -89,7 +90,10 @@ export async function main(args: readonly string[]): Promise<number> {
       log.error(err.message, { command: cmd.name });
       return err.exitCode;
     }
-    if (err instanceof SocketPathError || err instanceof RootDirError) {
+    if (
+      err instanceof SocketPathError || err instanceof RootDirError ||
+      err instanceof RegistryError
+    ) {
       log.error(err.message, { command: cmd.name });
       return 1;
     }

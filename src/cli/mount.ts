@@ -127,7 +127,7 @@ export const mountCommand: Command = {
       closeBlob = () => reader.close();
       digest = await fileDigest(source);
     } else {
-      const registry = new RegistryClient(registryOptionsFromConfig(config, log));
+      const registry = new RegistryClient(await registryOptionsFromConfig(config, log));
       if (tocDigest === undefined) {
         const image = await registry.resolve(source);
         tocDigest = image.layers.find((l) => l.digest === layerDigest)?.annotations

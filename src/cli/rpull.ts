@@ -113,7 +113,7 @@ export const rpullCommand: Command = {
     let ctd: ContainerdClient | undefined;
     try {
       const ref = parseReference(refArg);
-      const options = registryOptionsFromConfig(config, log);
+      const options = await registryOptionsFromConfig(config, log);
       if (bool(flags, "plain-http")) {
         const hosts = options.hosts ?? {};
         const host = { ...hosts.host };

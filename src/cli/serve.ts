@@ -1,7 +1,7 @@
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
-import { RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
+import { HostsDirError, RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
 import { type AdminServer, startAdmin, startDaemon } from "../service/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
@@ -73,6 +73,13 @@ export const serveCommand: Command = {
     const stopped = nextStopSignal();
     const root = str(flags, "root") ?? DEFAULT_ROOT;
     const config = loaded.config;
+    let registryOptions;
+    try {
+      registryOptions = await registryOptionsFromConfig(config, log);
+    } catch (err) {
+      if (err instanceof HostsDirError) throw new CommandError(err.message, 1);
+      throw err;
+    }
     const daemon = await startDaemon({
       address: str(flags, "address") ?? DEFAULT_ADDRESS,
       root,
@@ -82,7 +89,7 @@ export const serveCommand: Command = {
         LayerFileSystem.create({
           root,
           config,
-          registry: new RegistryClient(registryOptionsFromConfig(config, log)),
+          registry: new RegistryClient(registryOptions),
           log,
         }),
     });

@@ -12,6 +12,8 @@ export {
 } from "./reference.ts";
 export {
   DEFAULT_REQUEST_TIMEOUT_SEC,
+  type HostCapabilities,
+  type HostsFile,
   isLocalhost,
   type MirrorConfig,
   type RegistryHost,
@@ -66,3 +68,4 @@ export {
   UnauthorizedError,
 } from "./errors.ts";
 export { registryOptionsFromConfig } from "./config.ts";
+export { HostsDirError, loadHostsDir, parseHostsToml } from "./_hosts_dir.ts";

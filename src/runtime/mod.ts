@@ -3,6 +3,9 @@
  * that Bun and Deno both provide, and asks this module for the few things that differ.
  */
 
+import * as https from "node:https";
+import { Readable } from "node:stream";
+
 /** The runtimes the source is written for. */
 export type RuntimeName = "bun" | "deno" | "node";
 
@@ -74,4 +77,79 @@ export function hasPollingReader(): boolean {
 export function pollingReader(fd: number): ReadableStreamDefaultReader<Uint8Array> {
   if (!hasPollingReader()) throw new Error(`no polling reader on ${runtimeName()}`);
   return g.Bun.file(fd).stream().getReader();
+}
+
+/** The part of `fetch` the registry client uses: a URL string and an init. */
+export type FetchFn = (url: string, init: RequestInit) => Promise<Response>;
+
+/** TLS settings of one registry host: extra CAs, client certificates, verification. */
+export interface TlsOptions {
+  /** PEM certificates trusted in addition to the system's. */
+  ca?: readonly string[];
+  /** PEM client certificate and key (the first pair is presented). */
+  client?: { cert: string; key: string };
+  /** Accept any server certificate (containerd's `skip_verify`). */
+  skipVerify?: boolean;
+}
+
+/**
+ * A `fetch` that connects with `tls`. Bun's fetch takes a `tls` option; Deno's takes an HTTP
+ * client with CAs and a client certificate but cannot skip verification, so that case (and
+ * Node) goes through `node:https`, which all three implement.
+ */
+export function fetchWithTls(tls: TlsOptions): FetchFn {
+  const ca = tls.ca?.length ? [...tls.ca] : undefined;
+  if (runtimeName() === "bun") {
+    const options = {
+      ...(ca ? { ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+      ...(tls.skipVerify ? { rejectUnauthorized: false } : {}),
+    };
+    return (url, init) => fetch(url, { ...init, tls: options } as RequestInit);
+  }
+  if (runtimeName() === "deno" && !tls.skipVerify) {
+    const client = g.Deno.createHttpClient({
+      ...(ca ? { caCerts: ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+    });
+    return (url, init) => fetch(url, { ...init, client } as RequestInit);
+  }
+  return (url, init) =>
+    httpsFetch(url, init, {
+      ...(ca ? { ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+      rejectUnauthorized: !tls.skipVerify,
+    });
+}
+
+/** `fetch` over `node:https` with TLS options; redirects are returned, not followed. */
+function httpsFetch(
+  url: string,
+  init: RequestInit,
+  tls: https.RequestOptions,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    new Headers(init.headers).forEach((value, key) => (headers[key] = value));
+    const req = https.request(url, {
+      ...tls,
+      method: init.method ?? "GET",
+      headers,
+      ...(init.signal ? { signal: init.signal } : {}),
+    }, (res) => {
+      const out = new Headers();
+      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+        out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+      }
+      const status = res.statusCode ?? 502;
+      const empty = init.method === "HEAD" || status === 204 || status === 304;
+      if (empty) res.resume();
+      const body = empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+      resolve(new Response(body, { status, statusText: res.statusMessage ?? "", headers: out }));
+    });
+    req.on("error", reject);
+    const body = init.body;
+    if (typeof body === "string" || body instanceof Uint8Array) req.end(body);
+    else req.end();
+  });
 }
