@@ -65,6 +65,18 @@ describe("certs.d hosts.toml", () => {
     assert.equal(JSON.parse(r.stdout).manifestDigest, image.manifestDigest);
   });
 
+  it("asks a pull-only mirror for content by digest but not to resolve tags", async () => {
+    const origin = `127.0.0.1:${await closedPort()}`;
+    const files = {
+      [`${dirOf(origin)}/hosts.toml`]: `[host."http://${plain!.host}"]\ncapabilities = ["pull"]\n`,
+    };
+    const byTag = await inspect(`${origin}/hosts/app:v1`, files);
+    assert.equal(byTag.code, 1, "the tag is resolved at the (unreachable) origin only");
+    assert.match(byTag.stderr, new RegExp(`${origin}: connection failed`));
+    const byDigest = await inspect(`${origin}/hosts/app@${image.manifestDigest}`, files);
+    assert.equal(byDigest.code, 0, byDigest.stderr);
+  });
+
   it("reaches an HTTPS registry that requires client certificates through ca and client", async () => {
     const r = await inspect(`${secure!.host}/hosts/app:v1`, {
       [`${dirOf(secure!.host)}/hosts.toml`]: [
