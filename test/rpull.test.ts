@@ -18,13 +18,19 @@ import { cleanupDir, startContainerd, startStargz, waitUntil } from "./_containe
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { estargzLayer, makeBusyboxRoot, plainLayer, pushLayers, tarDir } from "./_images.ts";
 import type { BuiltLayer } from "./_images.ts";
-import { closedPort, startRegistry } from "./_registry.ts";
+import { closedPort, makeCertificates, startRegistry } from "./_registry.ts";
 import type { TestRegistry } from "./_registry.ts";
 
 const NS = "rpull";
 let dir: string;
 let reg: TestRegistry | undefined;
 let privateReg: TestRegistry | undefined;
+/** HTTPS with client certificates, serving `reg`'s storage. */
+let tlsReg: TestRegistry | undefined;
+/** Daemon and rpull configuration: `[resolver] config_path` = `<dir>/certs.d`. */
+let configFile: string;
+/** A registry name that only certs.d knows how to reach (through a mirror). */
+const MIRRORED = "mirror-only.invalid";
 let daemon: StargzProcess | undefined;
 let ctd: Containerd | undefined;
 let busybox: { esgz: BuiltLayer; plain: BuiltLayer };
@@ -112,6 +118,26 @@ before(async () => {
   hello = { esgz: await estargzLayer(helloTar), plain: plainLayer(helloTar) };
   reg = await startRegistry();
   privateReg = await startRegistry({ auth: "basic" });
+  const certs = await makeCertificates(path.join(dir, "pki"));
+  tlsReg = await startRegistry({
+    storage: reg.storage,
+    tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
+  });
+  const certsD = path.join(dir, "certs.d");
+  fs.mkdirSync(path.join(certsD, MIRRORED), { recursive: true });
+  fs.writeFileSync(
+    path.join(certsD, MIRRORED, "hosts.toml"),
+    `[host."http://${reg.host}"]\ncapabilities = ["pull", "resolve"]\n`,
+  );
+  const tlsDir = path.join(certsD, tlsReg.host.replace(":", "_") + "_");
+  fs.mkdirSync(tlsDir);
+  fs.writeFileSync(
+    path.join(tlsDir, "hosts.toml"),
+    `server = "https://${tlsReg.host}"\nca = "${certs.ca}"\n` +
+      `client = [["${certs.clientCert}", "${certs.clientKey}"]]\n`,
+  );
+  configFile = path.join(dir, "config.toml");
+  fs.writeFileSync(configFile, `[resolver]\nconfig_path = "${certsD}"\n`);
   const [user, password] = Object.entries(privateReg.users)[0];
   dockerConfig = path.join(dir, "docker");
   emptyDockerConfig = path.join(dir, "docker-empty");
@@ -127,7 +153,7 @@ before(async () => {
   const saved = process.env.DOCKER_CONFIG;
   process.env.DOCKER_CONFIG = dockerConfig;
   try {
-    daemon = await startStargz({ dir });
+    daemon = await startStargz({ dir, args: ["--config", configFile] });
   } finally {
     if (saved === undefined) delete process.env.DOCKER_CONFIG;
     else process.env.DOCKER_CONFIG = saved;
@@ -141,6 +167,7 @@ after(async () => {
   await daemon?.stop();
   await reg?.stop();
   await privateReg?.stop();
+  await tlsReg?.stop();
   await cleanupDir(dir);
 });
 
@@ -220,6 +247,40 @@ describe("stargz rpull", () => {
     const other = await pushLayers(privateReg!, "secret/other", "v1", [busybox.esgz, hello.esgz]);
     await rpullOk([other.ref], { DOCKER_CONFIG: dockerConfig });
     assert.equal(await runImage(other.ref, "cat /data/hello"), "hello rpull\n");
+  });
+
+  it("reaches a registry through a mirror declared only in certs.d (rpull and the daemon)", async () => {
+    const own = await estargzLayer(layerTar("mirrored", { "m.txt": `mirrored ${randomUUID()}\n` }));
+    const pushed = await pushLayers(reg!, "rpull/mirrored", "v1", [busybox.esgz, own]);
+    const ref = `${MIRRORED}/rpull/mirrored:v1`;
+    const before = await snapshots();
+    await rpullOk(["--config", configFile, ref]);
+    const content = await ctr(["content", "ls", "-q"]);
+    assert.ok(content.includes(pushed.manifestDigest));
+    assert.ok(!content.includes(pushed.layers[1].digest), "the new layer was not downloaded");
+    const added = [...(await snapshots()).keys()].filter((k) => !before.has(k));
+    assert.equal(added.length, 1);
+    assert.ok(await isRemote(added[0]), "the daemon mounted the layer through the mirror");
+    assert.match(await runImage(ref, "cat /m.txt"), /^mirrored /);
+  });
+
+  it("pulls from an HTTPS registry that requires client certificates (ca + client)", async () => {
+    const own = layerTar("tls", { "tls.txt": `over tls ${randomUUID()}\n` });
+    const layer = await estargzLayer(own);
+    // Pushed over plain HTTP; the HTTPS registry serves the same storage.
+    await pushLayers(reg!, "rpull/tls", "v1", [busybox.esgz, layer]);
+    const ref = `${tlsReg!.host}/rpull/tls:v1`;
+    const before = await snapshots();
+    const prepares = daemon!.logs().split('"remote-snapshot-prepared":"true"').length;
+    await rpullOk(["--config", configFile, ref]);
+    const added = [...(await snapshots()).keys()].filter((k) => !before.has(k));
+    assert.equal(added.length, 1, "the new layer got a snapshot");
+    assert.ok(await isRemote(added[0]), "the daemon mounted it over TLS");
+    assert.equal(
+      daemon!.logs().split('"remote-snapshot-prepared":"true"').length,
+      prepares + 1,
+    );
+    assert.match(await runImage(ref, "cat /tls.txt"), /^over tls /);
   });
 
   it("fails clearly when the registry is down and leaves nothing behind", async () => {
