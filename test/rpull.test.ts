@@ -295,6 +295,16 @@ describe("stargz rpull", () => {
     assert.doesNotMatch(await ctr(["leases", "ls", "-q"]), /stargz-rpull/);
   });
 
+  it("fails clearly when containerd is not there, before downloading anything", async () => {
+    const r = await rpull([
+      "--address",
+      path.join(dir, "none.sock"),
+      `${reg!.host}/rpull/app:esgz`,
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /containerd at .*none\.sock is not reachable/);
+  });
+
   it("a layer that fails mid-pull leaves no image and, once the lease is gone, no content", async () => {
     const own = layerTar("broken", { "broken.txt": `broken ${randomUUID()}\n` });
     const image = await pushLayers(reg!, "rpull/broken", "v1", [busybox.plain, plainLayer(own)]);

@@ -157,18 +157,19 @@ export async function pullImage(
   ref: string,
   opts: PullOptions,
 ): Promise<PullResult> {
-  const img = await registry.resolve(ref, opts.platform ? { platform: opts.platform } : {});
-  const name = formatReference(img.ref);
-  const diffIds = img.config.rootfs?.diff_ids ?? [];
-  if (diffIds.length !== img.layers.length) {
-    throw new PullError(
-      `${name}: ${img.layers.length} layers but ${diffIds.length} diff IDs in the config`,
-    );
-  }
-  const source = { [`${DISTRIBUTION_SOURCE_PREFIX}${img.ref.domain}`]: img.ref.repository };
-
+  // The lease comes first, as with ctr: a containerd that is not there fails before any download.
   await ctd.withLease(LEASE_EXPIRE_SEC);
   try {
+    const img = await registry.resolve(ref, opts.platform ? { platform: opts.platform } : {});
+    const name = formatReference(img.ref);
+    const diffIds = img.config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== img.layers.length) {
+      throw new PullError(
+        `${name}: ${img.layers.length} layers but ${diffIds.length} diff IDs in the config`,
+      );
+    }
+    const source = { [`${DISTRIBUTION_SOURCE_PREFIX}${img.ref.domain}`]: img.ref.repository };
+
     const store = async (
       kind: "manifest" | "index" | "config",
       desc: { digest: string; size: number },
