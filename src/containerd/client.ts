@@ -182,7 +182,13 @@ export class ContainerdClient {
     if (!c) {
       const def = this.definitions[SERVICE_NAMES[service]] as grpc.ServiceDefinition;
       const Ctor = grpc.makeGenericClientConstructor(def, service);
-      c = new Ctor(`unix://${this.opts.address}`, grpc.credentials.createInsecure());
+      // Every service shares the first one's connection.
+      const first = this.clients.values().next().value;
+      c = new Ctor(
+        `unix://${this.opts.address}`,
+        grpc.credentials.createInsecure(),
+        first ? { channelOverride: grpc.getClientChannel(first) } : {},
+      );
       this.clients.set(service, c);
     }
     return c;
@@ -442,9 +448,10 @@ export class ContainerdClient {
     return v.parse(ApplyResponse, res).applied.digest;
   }
 
-  /** Closes the connections. */
+  /** Closes the connection. */
   close(): void {
-    for (const c of this.clients.values()) c.close();
+    const first = this.clients.values().next().value;
+    first?.close();
     this.clients.clear();
   }
 }

@@ -133,6 +133,11 @@ export function layerLabels(
   return labels;
 }
 
+/** The host name without port, as containerd keys its distribution source label. */
+function hostname(domain: string): string {
+  return new URL(`dummy://${domain}`).hostname.replace(/^\[(.*)\]$/, "$1");
+}
+
 /** containerd's unpack key (`snapshots.UnpackKeyFormat`): unique, naming the chain ID. */
 function unpackKey(chainId: string): string {
   const unique = `${Date.now()}${process.hrtime.bigint() % 1_000_000n}-${
@@ -168,7 +173,9 @@ export async function pullImage(
         `${name}: ${img.layers.length} layers but ${diffIds.length} diff IDs in the config`,
       );
     }
-    const source = { [`${DISTRIBUTION_SOURCE_PREFIX}${img.ref.domain}`]: img.ref.repository };
+    const source = {
+      [`${DISTRIBUTION_SOURCE_PREFIX}${hostname(img.ref.domain)}`]: img.ref.repository,
+    };
 
     const store = async (
       kind: "manifest" | "index" | "config",
