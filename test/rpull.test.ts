@@ -43,14 +43,16 @@ function rpull(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   target: Containerd = ctd!,
+  stdin?: string,
 ): Promise<CliResult> {
   const argv = ["rpull", "--address", target.address, "--namespace", NS, ...args];
   const binary = process.env.STARGZ_TEST_BINARY;
   const [cmd, ...rest] = binary ? [binary, ...argv] : scriptCommand(MAIN_TS, argv);
   const child = spawn(cmd, rest, {
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: [stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
     env: { ...process.env, DOCKER_CONFIG: emptyDockerConfig, ...env },
   });
+  child.stdin?.end(stdin);
   return waitExit(child, 180_000);
 }
 
@@ -243,6 +245,9 @@ describe("stargz rpull", () => {
     const [user, password] = Object.entries(privateReg!.users)[0];
     await rpullOk(["--user", `${user}:${password}`, image.ref]);
     assert.match(await runImage(image.ref, "cat /secret.txt"), /^private /);
+    // Without :PASSWORD the password is read from stdin (a terminal would be asked, as ctr does).
+    const prompted = await rpull(["--user", user, image.ref], {}, ctd!, `${password}\n`);
+    assert.equal(prompted.code, 0, prompted.stderr);
 
     const other = await pushLayers(privateReg!, "secret/other", "v1", [busybox.esgz, hello.esgz]);
     await rpullOk([other.ref], { DOCKER_CONFIG: dockerConfig });

@@ -41,6 +41,45 @@ function progressLine(layer: PulledLayer): string {
   return `${layer.digest.slice(0, 19)}  ${what}`;
 }
 
+/**
+ * The password for `--user USER`, as ctr asks for it: typed on the terminal without echo, or
+ * the first line of stdin when that is not a terminal (`echo "$PW" | stargz rpull --user u …`).
+ */
+async function readPassword(): Promise<string> {
+  const stdin = process.stdin;
+  if (stdin.isTTY) process.stderr.write("Password: ");
+  if (stdin.isTTY) stdin.setRawMode(true);
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let text = "";
+      const done = (value: string) => {
+        stdin.off("data", onData);
+        stdin.off("end", onEnd);
+        stdin.pause();
+        resolve(value);
+      };
+      const onData = (chunk: Buffer) => {
+        for (const ch of chunk.toString("utf8")) {
+          // Ctrl-C in raw mode arrives as a character instead of a signal.
+          if (ch === "\u0003") return reject(new CommandError("interrupted", 130));
+          if (ch === "\r" || ch === "\n") return done(text);
+          if (ch === "\u007f" || ch === "\b") text = text.slice(0, -1);
+          else text += ch;
+        }
+      };
+      const onEnd = () => done(text);
+      stdin.on("data", onData);
+      stdin.once("end", onEnd);
+      stdin.resume();
+    });
+  } finally {
+    if (stdin.isTTY) {
+      stdin.setRawMode(false);
+      process.stderr.write("\n");
+    }
+  }
+}
+
 /** `stargz rpull`. */
 export const rpullCommand: Command = {
   name: "rpull",
@@ -79,8 +118,8 @@ export const rpullCommand: Command = {
     {
       name: "user",
       kind: "string",
-      help: "registry credentials (default: the docker config)",
-      valueName: "USER:PASSWORD",
+      help: "registry credentials; without :PASSWORD it is asked for (default: the docker config)",
+      valueName: "USER[:PASSWORD]",
     },
     {
       name: "platform",
@@ -123,10 +162,9 @@ export const rpullCommand: Command = {
       const user = str(flags, "user");
       if (user !== undefined) {
         const colon = user.indexOf(":");
-        if (colon < 0) {
-          throw new CommandError("--user needs USER:PASSWORD (password prompts are not supported)");
-        }
-        const creds = { username: user.slice(0, colon), password: user.slice(colon + 1) };
+        const creds = colon < 0
+          ? { username: user, password: await readPassword() }
+          : { username: user.slice(0, colon), password: user.slice(colon + 1) };
         options.keychain = chainKeychains(
           staticKeychain({ [ref.domain]: creds }),
           dockerConfigKeychain(),
