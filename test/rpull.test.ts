@@ -254,12 +254,12 @@ describe("stargz rpull", () => {
     assert.equal(await runImage(other.ref, "cat /data/hello"), "hello rpull\n");
   });
 
-  it("reaches a registry through a mirror declared only in certs.d (rpull and the daemon)", async () => {
+  it("reaches a registry through a mirror declared only in certs.d (rpull --hosts-dir, the daemon)", async () => {
     const own = await estargzLayer(layerTar("mirrored", { "m.txt": `mirrored ${randomUUID()}\n` }));
     const pushed = await pushLayers(reg!, "rpull/mirrored", "v1", [busybox.esgz, own]);
     const ref = `${MIRRORED}/rpull/mirrored:v1`;
     const before = await snapshots();
-    await rpullOk(["--config", configFile, ref]);
+    await rpullOk(["--hosts-dir", path.join(dir, "certs.d"), ref]);
     const content = await ctr(["content", "ls", "-q"]);
     assert.ok(content.includes(pushed.manifestDigest));
     assert.ok(!content.includes(pushed.layers[1].digest), "the new layer was not downloaded");

@@ -15,6 +15,7 @@ import { log } from "../log/mod.ts";
 import {
   chainKeychains,
   dockerConfigKeychain,
+  loadHostsDir,
   parsePlatform,
   parseReference,
   RegistryClient,
@@ -116,6 +117,12 @@ export const rpullCommand: Command = {
     },
     { name: "plain-http", kind: "bool", help: "talk to the registry over plain HTTP" },
     {
+      name: "hosts-dir",
+      kind: "string",
+      help: "containerd's registry host directory (instead of the config's [resolver] config_path)",
+      valueName: "DIR",
+    },
+    {
       name: "user",
       kind: "string",
       help: "registry credentials; without :PASSWORD it is asked for (default: the docker config)",
@@ -153,6 +160,10 @@ export const rpullCommand: Command = {
     try {
       const ref = parseReference(refArg);
       const options = await registryOptionsFromConfig(config, log);
+      const hostsDir = str(flags, "hosts-dir");
+      if (hostsDir !== undefined) {
+        options.hosts = { ...options.hosts, hostsDir: await loadHostsDir(hostsDir) };
+      }
       if (bool(flags, "plain-http")) {
         const hosts = options.hosts ?? {};
         const host = { ...hosts.host };
