@@ -37,10 +37,18 @@ const KINDS: Partial<Record<grpc.status, ContainerdErrorKind>> = {
 function toContainerdError(call: string, err: unknown, address: string): ContainerdError {
   const e = err as Partial<grpc.ServiceError>;
   const kind = (e.code !== undefined ? KINDS[e.code] : undefined) ?? "unknown";
-  if (kind === "unavailable") {
+  // grpc-js reports a socket it cannot connect to as UNAVAILABLE, as containerd does a locked ref.
+  if (
+    kind === "unavailable" && /No connection established|ECONNREFUSED|ENOENT/.test(e.details ?? "")
+  ) {
     return new ContainerdError(`containerd at ${address} is not reachable: ${e.details}`, kind);
   }
   return new ContainerdError(`containerd ${call}: ${e.details ?? String(err)}`, kind);
+}
+
+/** True when containerd refused a write because another writer holds the same ingest ref. */
+export function isLockedError(err: unknown): boolean {
+  return err instanceof ContainerdError && err.kind === "unavailable" && /locked/.test(err.message);
 }
 
 /** An OCI descriptor as containerd's API carries it. */
@@ -235,12 +243,15 @@ export class ContainerdClient {
     return res.lease.id;
   }
 
-  /** Deletes the lease (what it protected is then held by the image record alone). */
-  async releaseLease(): Promise<void> {
+  /**
+   * Deletes the lease (what it protected is then held by the image record alone); with
+   * `collect`, waits for containerd's garbage collection to remove what nothing else holds.
+   */
+  async releaseLease(opts: { collect?: boolean } = {}): Promise<void> {
     const id = this.lease;
     if (!id) return;
     this.lease = undefined;
-    await this.call("leases", "Delete", { id, sync: false });
+    await this.call("leases", "Delete", { id, sync: opts.collect === true });
   }
 
   /** The content store's metadata for `digest`, or undefined when it is not there. */
@@ -263,18 +274,20 @@ export class ContainerdClient {
 
   /**
    * Opens an ingest `ref` for blob `desc` in the content store: write the bytes in order, then
-   * commit (the store checks size and digest and sets `labels`). Interrupted ingests are kept
-   * by containerd under the lease; the first write at offset 0 truncates what one left.
+   * commit (the store checks size and digest and sets `labels`). Resolves to undefined when the
+   * blob is there already; rejects with kind `unavailable` while another writer holds `ref`
+   * (see {@link isLockedError}). Interrupted ingests are kept by containerd under the lease;
+   * writing from offset 0 truncates what one left.
    *
    * Like containerd's Go writer, every request waits for its reply before the next one goes out
    * (pieces are gathered up to 1 MiB): containerd answers each request, and letting requests
    * pile up behind HTTP/2 flow control stalled the stream under Bun.
    */
-  openContentWriter(
+  async openContentWriter(
     ref: string,
     desc: { digest: string; size: number },
     labels: Record<string, string>,
-  ): ContentWriter {
+  ): Promise<ContentWriter | undefined> {
     const c = this.client("content") as unknown as {
       Write(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, unknown>;
     };
@@ -282,46 +295,45 @@ export class ContainerdClient {
     let failure: ContainerdError | undefined;
     /** The blob turned out to be there already (another pull stored it meanwhile). */
     let exists = false;
-    let pending:
-      | { resolve(r: v.InferOutput<typeof WriteResponse>): void; reject(e: unknown): void }
-      | undefined;
+    let pending: { resolve(): void; reject(e: unknown): void } | undefined;
     const fail = (e: ContainerdError) => {
       failure ??= e;
       pending?.reject(failure);
       pending = undefined;
     };
     stream.on("data", (raw: unknown) => {
-      const res = v.safeParse(WriteResponse, raw);
-      if (!res.success) {
+      if (!v.is(WriteResponse, raw)) {
         return fail(new ContainerdError("content.Write: malformed reply", "unknown"));
       }
-      pending?.resolve(res.output);
+      pending?.resolve();
       pending = undefined;
     });
     stream.on("error", (err) => {
       const e = toContainerdError("content.Write", err, this.opts.address);
       if (e.kind !== "already-exists") return fail(e);
       exists = true;
-      pending?.resolve({ action: "COMMIT", offset: desc.size, digest: desc.digest });
+      pending?.resolve();
       pending = undefined;
     });
     const request = (msg: Record<string, unknown>) => {
       if (failure) return Promise.reject(failure);
       if (exists) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
-        pending = { resolve: () => resolve(), reject };
+        pending = { resolve, reject };
         stream.write(msg);
       });
     };
+    try {
+      await request({ action: "STAT", ref, total: desc.size, expected: desc.digest });
+    } catch (err) {
+      stream.cancel();
+      throw err;
+    }
+    if (exists) return undefined;
     let offset = 0;
-    let opened = false;
     let buffered: Uint8Array[] = [];
     let bufferedBytes = 0;
     const flush = async () => {
-      if (!opened) {
-        opened = true;
-        await request({ action: "STAT", ref, total: desc.size, expected: desc.digest });
-      }
       if (bufferedBytes === 0) return;
       const data = Buffer.concat(buffered, bufferedBytes);
       buffered = [];
@@ -354,23 +366,6 @@ export class ContainerdClient {
         stream.cancel();
       },
     };
-  }
-
-  /** Writes a whole blob to the content store (see {@link openContentWriter}). */
-  async writeContent(
-    ref: string,
-    desc: { digest: string; size: number },
-    labels: Record<string, string>,
-    data: Uint8Array,
-  ): Promise<void> {
-    const w = this.openContentWriter(ref, desc, labels);
-    try {
-      await w.write(data);
-      await w.commit();
-    } catch (err) {
-      w.abort();
-      throw err;
-    }
   }
 
   /** The image record `name`, or undefined. */

@@ -12,6 +12,7 @@ export {
   type ContentInfo,
   type ContentWriter,
   type ImageRecord,
+  isLockedError,
   type SnapshotStat,
 } from "./client.ts";
 export {

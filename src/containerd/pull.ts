@@ -27,7 +27,13 @@ import {
   type RegistryClient,
   RegistryError,
 } from "../registry/mod.ts";
-import { type ContainerdClient, ContainerdError, type ContainerdMount } from "./client.ts";
+import {
+  type ContainerdClient,
+  ContainerdError,
+  type ContainerdMount,
+  type ContentWriter,
+  isLockedError,
+} from "./client.ts";
 
 /** Upstream rpull's prefetch size label value (10 MiB). */
 export const DEFAULT_PREFETCH_SIZE = 10 * 1024 * 1024;
@@ -151,6 +157,44 @@ function ingestRef(kind: "manifest" | "index" | "config" | "layer", digest: stri
   return `${kind}-${digest}`;
 }
 
+/** How long a pull waits for another one writing the same blob (containerd's client waits too). */
+const LOCKED_WAIT_MS = 120_000;
+
+/**
+ * Writes blob `desc` through `fill` unless the content store has it; resolves to false when it
+ * was there already. While another pull holds the same ingest ref, waits for it with backoff
+ * (its blob then usually just appears), as containerd's `content.OpenWriter` does.
+ */
+async function ingest(
+  ctd: ContainerdClient,
+  ref: string,
+  desc: { digest: string; size: number },
+  labels: Record<string, string>,
+  fill: (w: ContentWriter) => Promise<void>,
+): Promise<boolean> {
+  const deadline = Date.now() + LOCKED_WAIT_MS;
+  for (let attempt = 0;; attempt++) {
+    if (await ctd.contentInfo(desc.digest)) return false;
+    let w: ContentWriter | undefined;
+    try {
+      w = await ctd.openContentWriter(ref, desc, labels);
+    } catch (err) {
+      if (!isLockedError(err) || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
+      continue;
+    }
+    if (!w) return false;
+    try {
+      await fill(w);
+      await w.commit();
+      return true;
+    } catch (err) {
+      w.abort();
+      throw err;
+    }
+  }
+}
+
 function isKind(err: unknown, kind: ContainerdError["kind"]): boolean {
   return err instanceof ContainerdError && err.kind === kind;
 }
@@ -184,8 +228,16 @@ export async function pullImage(
       labels: Record<string, string>,
     ) => {
       const all = { ...labels, ...source };
+      const written = await ingest(
+        ctd,
+        ingestRef(kind, desc.digest),
+        desc,
+        all,
+        (w) => w.write(bytes),
+      );
+      if (written) return;
       const info = await ctd.contentInfo(desc.digest);
-      if (!info) return await ctd.writeContent(ingestRef(kind, desc.digest), desc, all, bytes);
+      if (!info) throw new PullError(`${kind} ${desc.digest} vanished from the content store`);
       const missing = Object.fromEntries(
         Object.entries(all).filter(([k, val]) => info.labels[k] !== val),
       );
@@ -248,9 +300,13 @@ export async function pullImage(
     if (existing?.target.digest !== target.digest) {
       await ctd.putImage({ name, labels: {}, target });
     }
-    return { name, target, layers };
-  } finally {
+    // The image record holds everything now; a lease that cannot be deleted expires by itself.
     await ctd.releaseLease().catch(() => {});
+    return { name, target, layers };
+  } catch (err) {
+    // A failed pull leaves nothing behind, at once rather than at the next collection.
+    await ctd.releaseLease({ collect: true }).catch(() => {});
+    throw err;
   }
 }
 
@@ -304,21 +360,15 @@ async function unpackLayer(
 
   try {
     let bytes = 0;
-    if (!(await ctd.contentInfo(desc.digest))) {
-      const w = ctd.openContentWriter(ingestRef("layer", desc.digest), desc, job.source);
-      try {
-        await registry.copyBlob(job.name, desc, {
-          write: (chunk: Uint8Array) => {
-            bytes += chunk.byteLength;
-            return w.write(chunk);
-          },
-        });
-        await w.commit();
-      } catch (err) {
-        w.abort();
-        throw err;
-      }
-    }
+    await ingest(ctd, ingestRef("layer", desc.digest), desc, job.source, async (w) => {
+      bytes = 0;
+      await registry.copyBlob(job.name, desc, {
+        write: (chunk: Uint8Array) => {
+          bytes += chunk.byteLength;
+          return w.write(chunk);
+        },
+      });
+    });
     const applied = await ctd.applyLayer(desc, mounts);
     if (applied !== job.diffId) {
       throw new PullError(
