@@ -2,7 +2,8 @@
  * containerd's certs.d (`[resolver] config_path`) through the CLI with real registries: a mirror
  * declared only in hosts.toml is used, and an HTTPS registry (Debian's docker-registry with a
  * test CA that requires client certificates) works with `ca` + `client`, with `skip_verify`, and
- * fails with a clear message with the wrong CA or without a client certificate.
+ * fails with a clear message with the wrong CA or without a client certificate; `inspect` and
+ * `convert` go through the same hosts.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -10,6 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { runCli } from "./_cli.ts";
+import { plainLayer, pushLayers, tarDir } from "./_images.ts";
 import { closedPort, makeCertificates, pushImage, startRegistry, testBytes } from "./_registry.ts";
 import type { PushedImage, TestCertificates, TestRegistry } from "./_registry.ts";
 
@@ -100,6 +102,39 @@ describe("certs.d hosts.toml", () => {
         fs.readFileSync(certs.clientKey, "utf8"),
     });
     assert.equal(r.code, 0, r.stderr);
+  });
+
+  it("converts an image from and to the HTTPS registry (convert --config)", async () => {
+    const root = path.join(dir, "conv");
+    fs.mkdirSync(path.join(root, "data"), { recursive: true });
+    fs.writeFileSync(path.join(root, "data", "hello"), "hello tls\n");
+    tarDir(root, path.join(dir, "conv.tar"));
+    await pushLayers(plain!, "hosts/conv", "plain", [plainLayer(path.join(dir, "conv.tar"))]);
+    const certsD = fs.mkdtempSync(path.join(dir, "certs.d-"));
+    fs.mkdirSync(path.join(certsD, dirOf(secure!.host)));
+    fs.writeFileSync(
+      path.join(certsD, dirOf(secure!.host), "hosts.toml"),
+      `server = "https://${secure!.host}"\nca = "${certs.ca}"\n` +
+        `client = [["${certs.clientCert}", "${certs.clientKey}"]]\n`,
+    );
+    const config = path.join(certsD, "config.toml");
+    fs.writeFileSync(config, `[resolver]\nconfig_path = "${certsD}"\n`);
+    const r = await runCli([
+      "convert",
+      "--config",
+      config,
+      `${secure!.host}/hosts/conv:plain`,
+      `${secure!.host}/hosts/conv:esgz`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const inspected = await runCli([
+      "inspect",
+      "--config",
+      config,
+      `${secure!.host}/hosts/conv:esgz`,
+    ]);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.equal(JSON.parse(inspected.stdout).lazy, true);
   });
 
   it("skip_verify accepts the server's certificate without its CA", async () => {
