@@ -188,12 +188,23 @@ export const rpullCommand: Command = {
         namespace: str(flags, "namespace") ?? "default",
       });
       const tty = process.stdout.isTTY === true;
+      let lastDraw = 0;
+      const onFetch = (digest: string, bytes: number, total: number) => {
+        // Redrawn at most ten times a second, on one line that the settled layer overwrites.
+        if (Date.now() - lastDraw < 100 && bytes < total) return;
+        lastDraw = Date.now();
+        process.stdout.write(
+          `\r\x1b[K${digest.slice(0, 19)}  fetching ${formatBytes(bytes)} / ${formatBytes(total)}`,
+        );
+      };
       const result = await pullImage(ctd, registry, refArg, {
         snapshotter: str(flags, "snapshotter") ?? "stargz",
         ...(p ? { platform: parsePlatform(p) } : {}),
         containerdLabels: bool(flags, "use-containerd-labels"),
         skipContentVerify: bool(flags, "skip-content-verify"),
-        ...(tty ? { onLayer: (l: PulledLayer) => console.log(progressLine(l)) } : {}),
+        ...(tty
+          ? { onLayer: (l: PulledLayer) => console.log(`\r\x1b[K${progressLine(l)}`), onFetch }
+          : {}),
       });
       if (tty) console.log(`${result.name}  ${result.target.digest}`);
       return 0;

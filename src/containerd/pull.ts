@@ -61,6 +61,8 @@ export interface PullOptions {
   prefetchSize?: number;
   /** Called as each layer is settled. */
   onLayer?: (layer: PulledLayer) => void;
+  /** Called as bytes of a layer being fetched arrive. */
+  onFetch?: (digest: string, bytes: number, total: number) => void;
 }
 
 /** What happened to one layer. */
@@ -365,6 +367,7 @@ async function unpackLayer(
       await registry.copyBlob(job.name, desc, {
         write: (chunk: Uint8Array) => {
           bytes += chunk.byteLength;
+          job.opts.onFetch?.(desc.digest, bytes, desc.size);
           return w.write(chunk);
         },
       });
