@@ -18,7 +18,7 @@ import { cleanupDir, startContainerd, startStargz } from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { estargzLayer, makeBusyboxRoot, plainLayer, pushLayers, tarDir } from "./_images.ts";
 import type { BuiltLayer } from "./_images.ts";
-import { closedPort, makeCertificates, startRegistry } from "./_registry.ts";
+import { closedPort, makeCertificates, pushIndex, startRegistry } from "./_registry.ts";
 import type { TestRegistry } from "./_registry.ts";
 
 const NS = "rpull";
@@ -208,6 +208,33 @@ describe("stargz rpull", () => {
     await rpullOk([ref]);
     assert.deepEqual(await state(), before);
     assert.equal(daemon!.logs().split("remote-snapshot-prepared").length, prepares);
+  });
+
+  it("pulls the platform's manifest from an index; the image record names the index", async () => {
+    const amd = await pushLayers(reg!, "rpull/multi", "amd64", [busybox.esgz, hello.esgz]);
+    const arm = await pushLayers(reg!, "rpull/multi", "arm64", [busybox.plain]);
+    const index = await pushIndex(reg!, "rpull/multi", "v1", [
+      { image: arm, platform: { os: "linux", architecture: "arm64" } },
+      { image: amd, platform: { os: "linux", architecture: "amd64" } },
+    ]);
+    await rpullOk(["--platform", "linux/amd64", index.ref]);
+    const images = await ctr(["images", "ls"]);
+    const row = images.split("\n").find((l) => l.startsWith(`${index.ref} `)) ?? "";
+    assert.match(
+      row,
+      new RegExp(`application/vnd\\.oci\\.image\\.index\\.v1\\+json\\s+${index.digest}`),
+    );
+    const content = await ctr(["content", "ls"]);
+    const indexRow = content.split("\n").find((l) => l.startsWith(index.digest)) ?? "";
+    assert.match(
+      indexRow,
+      new RegExp(`containerd\\.io/gc\\.ref\\.content\\.m\\.1=${amd.manifestDigest}`),
+    );
+    assert.ok(
+      !content.split("\n").some((l) => l.startsWith(arm.manifestDigest)),
+      "the other platform's manifest is not fetched",
+    );
+    assert.equal(await runImage(index.ref, "cat /data/hello"), "hello rpull\n");
   });
 
   it("fetches and applies the plain layer of a mixed image; it runs", async () => {

@@ -248,11 +248,10 @@ export async function pullImage(
 
     const manifestLabels: Record<string, string> = {
       "containerd.io/gc.ref.content.config": img.manifest.config.digest,
+      ...Object.fromEntries(
+        img.layers.map((l, i) => [`containerd.io/gc.ref.content.l.${i}`, l.digest]),
+      ),
     };
-    img.layers.forEach((
-      l,
-      i,
-    ) => (manifestLabels[`containerd.io/gc.ref.content.l.${i}`] = l.digest));
     await store("config", img.manifest.config, img.configBytes, {});
     await store(
       "manifest",
@@ -261,10 +260,9 @@ export async function pullImage(
       manifestLabels,
     );
     if (img.index?.kind === "index") {
-      const indexLabels: Record<string, string> = {};
-      img.index.index.manifests.forEach((m, i) => {
-        indexLabels[`containerd.io/gc.ref.content.m.${i}`] = m.digest;
-      });
+      const indexLabels = Object.fromEntries(
+        img.index.index.manifests.map((m, i) => [`containerd.io/gc.ref.content.m.${i}`, m.digest]),
+      );
       const desc = { digest: img.index.digest, size: img.index.bytes.byteLength };
       await store("index", desc, img.index.bytes, indexLabels);
     }
