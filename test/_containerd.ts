@@ -197,6 +197,7 @@ export function containerdConfig(
   dir: string,
   snapshotterAddress: string,
   gc: "auto" | "on-demand" = "auto",
+  cri = true,
 ): string {
   // The scheduler ignores deletions while its first (startup) run is pending, but a synchronous
   // request (`ctr images rm --sync`) still collects at once; defaults are 100ms and "0s".
@@ -210,7 +211,7 @@ disabled_plugins = [
   "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
+  "io.containerd.internal.v1.tracing",${cri ? "" : `\n  "io.containerd.grpc.v1.cri",`}
 ]
 
 [grpc]
@@ -266,6 +267,8 @@ export interface ContainerdOptions {
    * synchronously (`ctr images rm --sync`); after that first run it is automatic again.
    */
   gc?: "auto" | "on-demand";
+  /** Load the CRI plugin (default true); false is containerd as used without Kubernetes. */
+  cri?: boolean;
 }
 
 /** Starts containerd with a private root/state/socket under `dir`. */
@@ -276,7 +279,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const configPath = path.join(dir, "config.toml");
   await fs.writeFile(
     configPath,
-    containerdConfig(dir, opts.snapshotterAddress, opts.gc),
+    containerdConfig(dir, opts.snapshotterAddress, opts.gc, opts.cri),
   );
   const address = path.join(dir, "containerd.sock");
   const child = spawn("containerd", ["--config", configPath], {

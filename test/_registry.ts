@@ -36,6 +36,10 @@ export interface TestRegistryOptions {
   users?: Record<string, string>;
   /** Token auth: let clients without credentials pull (default true). */
   anonymousPull?: boolean;
+  /** Serve HTTPS with this certificate; with `clientCa`, require client certificates it signed. */
+  tls?: { cert: string; key: string; clientCa?: string };
+  /** Serve this storage directory (another registry's `storage`) instead of a fresh one. */
+  storage?: string;
 }
 
 /** One request the token server answered (for assertions). */
@@ -77,6 +81,8 @@ export interface TestRegistry {
   readonly users: Record<string, string>;
   /** Temporary directory holding config, storage and credentials. */
   readonly dir: string;
+  /** The storage directory it serves (for a second registry on the same content). */
+  readonly storage: string;
   readonly tokenServer?: TokenServer;
   /** Authorization header value with push+pull rights on `repo` (undefined when anonymous). */
   authorization(repo: string): Promise<string | undefined>;
@@ -230,7 +236,20 @@ async function startTokenServer(
   };
 }
 
-function registryConfig(storage: string, port: number, authBlock: string): string {
+function registryConfig(
+  storage: string,
+  port: number,
+  authBlock: string,
+  tls?: TestRegistryOptions["tls"],
+): string {
+  const tlsBlock = tls
+    ? [
+      "  tls:",
+      `    certificate: ${tls.cert}`,
+      `    key: ${tls.key}`,
+      ...(tls.clientCa ? ["    clientcas:", `      - ${tls.clientCa}`] : []),
+    ]
+    : [];
   return [
     "version: 0.1",
     "log:",
@@ -245,6 +264,7 @@ function registryConfig(storage: string, port: number, authBlock: string): strin
     "http:",
     `  addr: 127.0.0.1:${port}`,
     `  secret: ${randomUUID()}`,
+    ...tlsBlock,
     authBlock,
   ].join("\n") + "\n";
 }
@@ -320,14 +340,20 @@ export async function startRegistry(opts: TestRegistryOptions = {}): Promise<Tes
     const configPath = path.join(dir, "config.yml");
     await fs.writeFile(
       configPath,
-      registryConfig(path.join(dir, "storage"), opts.port ?? 0, authBlock),
+      registryConfig(
+        opts.storage ?? path.join(dir, "storage"),
+        opts.port ?? 0,
+        authBlock,
+        opts.tls,
+      ),
     );
     child = spawn("docker-registry", ["serve", configPath], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     const port = await waitListening(child, 15_000);
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0;; i++) {
+    const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
+    // An HTTPS registry is ready once it listens: probing it would need its client certificate.
+    for (let i = 0; !opts.tls; i++) {
       const res = await fetch(`${url}/v2/`).catch(() => undefined);
       await res?.body?.cancel();
       if (res && (res.status === 200 || res.status === 401)) break;
@@ -343,6 +369,7 @@ export async function startRegistry(opts: TestRegistryOptions = {}): Promise<Tes
       auth,
       users,
       dir,
+      storage: opts.storage ?? path.join(dir, "storage"),
       tokenServer: token?.server,
       authorization(repo) {
         if (auth === "anonymous") return Promise.resolve(undefined);
@@ -699,4 +726,70 @@ export async function closedPort(): Promise<number> {
   const port = (server.address() as AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** A test CA and the certificates it signed (PEM files in `dir`). */
+export interface TestCertificates {
+  ca: string;
+  caKey: string;
+  /** For 127.0.0.1 and localhost. */
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+}
+
+/** Makes a CA with `openssl` and signs a server certificate (127.0.0.1) and a client one. */
+export async function makeCertificates(dir: string, name = "test"): Promise<TestCertificates> {
+  await fs.mkdir(dir, { recursive: true });
+  const f = (n: string) => path.join(dir, `${name}-${n}`);
+  const certs: TestCertificates = {
+    ca: f("ca.crt"),
+    caKey: f("ca.key"),
+    serverCert: f("server.crt"),
+    serverKey: f("server.key"),
+    clientCert: f("client.cert"),
+    clientKey: f("client.key"),
+  };
+  await run("openssl", [
+    ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"],
+    ...["-keyout", certs.caKey, "-out", certs.ca, "-subj", `/CN=${name}-ca`],
+    ...["-addext", "basicConstraints=critical,CA:TRUE"],
+    ...["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+  ]);
+  const sign = async (key: string, cert: string, cn: string, ext: string) => {
+    const csr = `${cert}.csr`;
+    const extFile = `${cert}.ext`;
+    await run("openssl", [
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      csr,
+      "-subj",
+      `/CN=${cn}`,
+    ]);
+    // rustls (Deno's TLS) refuses v1 certificates: extensions make them v3.
+    await fs.writeFile(extFile, `basicConstraints=CA:FALSE\n${ext}\n`);
+    await run("openssl", [
+      ...["x509", "-req", "-in", csr, "-CA", certs.ca, "-CAkey", certs.caKey, "-CAcreateserial"],
+      ...["-out", cert, "-days", "2", "-extfile", extFile],
+    ]);
+  };
+  await sign(
+    certs.serverKey,
+    certs.serverCert,
+    "127.0.0.1",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+  );
+  await sign(
+    certs.clientKey,
+    certs.clientCert,
+    "stargz-test-client",
+    "extendedKeyUsage=clientAuth",
+  );
+  return certs;
 }

@@ -4,6 +4,7 @@ import { convertCommand } from "./convert.ts";
 import { inspectCommand } from "./inspect.ts";
 import { installHelperCommand } from "./install_helper.ts";
 import { mountCommand } from "./mount.ts";
+import { rpullCommand } from "./rpull.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
 import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
@@ -16,6 +17,7 @@ export const COMMANDS: readonly Command[] = [
   convertCommand,
   inspectCommand,
   mountCommand,
+  rpullCommand,
   getTocDigestCommand,
   tocCommand,
   verifyCommand,

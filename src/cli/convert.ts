@@ -5,11 +5,19 @@ import {
   type ConvertOptions,
   EstargzError,
 } from "../estargz/mod.ts";
-import { parsePlatform, RegistryClient, RegistryError } from "../registry/mod.ts";
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import { log } from "../log/mod.ts";
+import {
+  parsePlatform,
+  RegistryClient,
+  RegistryError,
+  registryOptionsFromConfig,
+} from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
 import { convertImage, looksLikeImageReferences } from "./_image_convert.ts";
 import { CommandError } from "./_command.ts";
 import { bool, int, str } from "./_flags.ts";
+import { DEFAULT_CONFIG } from "./serve.ts";
 
 async function readPrioritized(file: string | undefined): Promise<string[] | undefined> {
   if (!file) return undefined;
@@ -68,6 +76,13 @@ export const convertCommand: Command = {
       valueName: "OS/ARCH[/VARIANT]",
     },
     {
+      name: "config",
+      kind: "string",
+      default: DEFAULT_CONFIG,
+      help: "with image references: daemon configuration whose [resolver] hosts to use",
+      valueName: "FILE",
+    },
+    {
       name: "workers",
       kind: "int",
       help: "compression workers (default: number of cores, at most 4)",
@@ -90,7 +105,16 @@ export const convertCommand: Command = {
     try {
       if (!bool(flags, "oci-layout") && await looksLikeImageReferences(input, output)) {
         const p = str(flags, "platform");
-        const r = await convertImage(new RegistryClient(), input, output, {
+        let config;
+        try {
+          const file = str(flags, "config") ?? DEFAULT_CONFIG;
+          config = (await loadConfig(file, { explicit: flags.given.has("config") })).config;
+        } catch (err) {
+          if (err instanceof ConfigError) throw new CommandError(err.message);
+          throw err;
+        }
+        const registry = new RegistryClient(await registryOptionsFromConfig(config, log));
+        const r = await convertImage(registry, input, output, {
           ...opts,
           ...(p ? { platform: parsePlatform(p) } : {}),
         });

@@ -13,10 +13,10 @@ import {
   type Platform,
   RegistryClient,
   RegistryError,
+  registryOptionsFromConfig,
 } from "../registry/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log } from "../log/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";
@@ -135,7 +135,7 @@ export const inspectCommand: Command = {
     try {
       parseReference(ref);
       const p = str(flags, "platform");
-      const client = new RegistryClient(registryOptionsFromConfig(config, log));
+      const client = new RegistryClient(await registryOptionsFromConfig(config, log));
       const result = await inspectImage(client, ref, p ? parsePlatform(p) : undefined);
       console.log(JSON.stringify(result, null, 2));
       return 0;

@@ -4,6 +4,7 @@
 import * as fs from "node:fs";
 import { log } from "../log/mod.ts";
 import { invokedName, runtimeVersion } from "../runtime/mod.ts";
+import { RegistryError } from "../registry/mod.ts";
 import { KeychainConfigError, RootDirError, SocketPathError } from "../service/mod.ts";
 import { CommandError } from "./_command.ts";
 import type { Command } from "./_command.ts";
@@ -111,7 +112,7 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     if (
       err instanceof SocketPathError || err instanceof RootDirError ||
-      err instanceof KeychainConfigError
+      err instanceof KeychainConfigError || err instanceof RegistryError
     ) {
       log.error(err.message, { command: cmd.name });
       return 1;

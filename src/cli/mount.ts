@@ -19,8 +19,13 @@ import {
 import type { RangeSource } from "../fs/mod.ts";
 import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
-import { type Digest, isDigest, parseDigest, RegistryClient } from "../registry/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
+import {
+  type Digest,
+  isDigest,
+  parseDigest,
+  RegistryClient,
+  registryOptionsFromConfig,
+} from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { bool, str } from "./_flags.ts";
@@ -131,7 +136,7 @@ export const mountCommand: Command = {
       if (!isDigest(layerDigest)) {
         throw new CommandError(`--layer ${layerDigest}: not a sha256 or sha512 digest`);
       }
-      const registry = new RegistryClient(registryOptionsFromConfig(config, log));
+      const registry = new RegistryClient(await registryOptionsFromConfig(config, log));
       if (tocDigest === undefined) {
         const image = await registry.resolve(source);
         tocDigest = image.layers.find((l) => l.digest === layerDigest)?.annotations

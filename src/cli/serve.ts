@@ -1,12 +1,16 @@
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
-import { RegistryClient } from "../registry/mod.ts";
+import { HostsDirError, RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
 import * as path from "node:path";
-import { metricsApp, serveApp, startAdmin } from "../service/admin.ts";
-import type { AdminServer, AdminSources } from "../service/admin.ts";
-import { startDaemon } from "../service/mod.ts";
-import { registryOptionsFromConfig } from "../service/registry_options.ts";
+import {
+  type AdminServer,
+  type AdminSources,
+  metricsApp,
+  serveApp,
+  startAdmin,
+  startDaemon,
+} from "../service/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
 import { str } from "./_flags.ts";
@@ -85,6 +89,13 @@ export const serveCommand: Command = {
     const root = str(flags, "root") ?? DEFAULT_ROOT;
     const address = str(flags, "address") ?? DEFAULT_ADDRESS;
     const config = loaded.config;
+    let registryOptions;
+    try {
+      registryOptions = await registryOptionsFromConfig(config, log);
+    } catch (err) {
+      if (err instanceof HostsDirError) throw new CommandError(err.message, 1);
+      throw err;
+    }
     const daemon = await startDaemon({
       address,
       root,
@@ -94,7 +105,7 @@ export const serveCommand: Command = {
         LayerFileSystem.create({
           root,
           config,
-          registry: new RegistryClient({ ...registryOptionsFromConfig(config, log), keychain }),
+          registry: new RegistryClient({ ...registryOptions, keychain }),
           log,
         }),
     });

@@ -123,6 +123,9 @@ bin_dir = ""
 [resolver]
 # Timeout in seconds of each registry request when a mirror sets none (0 = 30; negative = none).
 request_timeout_sec = 30
+# containerd's registry host directory (certs.d/<registry>/hosts.toml: mirrors, CAs, client
+# certificates, skip_verify), e.g. "/etc/containerd/certs.d"; "" = none.
+config_path = ""
 
 [snapshotter]
 # Start even when some remote snapshots can no longer reach their registry.

@@ -223,6 +223,9 @@ export const ConfigSchema = v.strictObject({
   resolver: table({
     // Ours: the timeout of registries and mirrors that set none (upstream hard-codes 30 s).
     request_timeout_sec: intZeroIsDefault(30, { signed: true }),
+    // Ours: containerd's registry host directory (certs.d/<registry>/hosts.toml), as its CRI
+    // plugin's `[plugins."io.containerd.grpc.v1.cri".registry] config_path` names it.
+    config_path: str(),
     host: v.optional(
       v.record(
         v.string(),

@@ -68,7 +68,7 @@ describe("defaults", () => {
     assert.equal(c.fuse.attr_timeout, 1);
     assert.equal(c.fuse.entry_timeout, 1);
     assert.equal(c.fuse.passthrough, false);
-    assert.deepEqual(c.resolver, { request_timeout_sec: 30, host: {} });
+    assert.deepEqual(c.resolver, { request_timeout_sec: 30, config_path: "", host: {} });
     assert.deepEqual(c.admin, { address: "" });
     assert.deepEqual(c.cache, { max_size: 0, memory_size: 64 * 1024 * 1024 });
   });
@@ -115,7 +115,8 @@ describe("the upstream sample config", () => {
     const ours = new Set(["admin", "cache", "credential_provider"]);
     for (const leaf of leafKeys(ConfigSchema)) {
       if (
-        ours.has(String(leaf.path[0])) || dottedKey(leaf.path) === "resolver.request_timeout_sec"
+        ours.has(String(leaf.path[0])) ||
+        ["resolver.request_timeout_sec", "resolver.config_path"].includes(dottedKey(leaf.path))
       ) {
         continue;
       }

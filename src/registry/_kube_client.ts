@@ -8,14 +8,14 @@
  * Why not `@kubernetes/client-node` (2.0.1, tried 2026-12-01 against test/_kube_api.ts): 62 MB
  * installed; on Bun its requests ignore the kubeconfig's CA (SELF_SIGNED_CERT_IN_CHAIN), on Deno
  * it sends no client certificate (401) and its watch ended in a timeout. Plain `fetch` with
- * {@link tlsFetch} does all three on both runtimes and in the compiled binary.
+ * {@link fetchWithTls} does all three on both runtimes and in the compiled binary.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
-import { type TlsFetch, tlsFetch } from "../runtime/mod.ts";
+import { fetchWithTls, type TlsFetch, type TlsOptions } from "../runtime/mod.ts";
 
 /** A kubeconfig that cannot be used, or an API server that refuses us; the message says why. */
 export class KubeError extends Error {
@@ -174,6 +174,11 @@ const WatchEventSchema = v.object({
   object: v.unknown(),
 });
 
+/** The TLS settings of a kubeconfig target: its CA and, when it has one, a client pair. */
+function kubeTls(ca?: string, cert?: string, key?: string): TlsOptions {
+  return { ...(ca ? { ca: [ca] } : {}), ...(cert && key ? { client: { cert, key } } : {}) };
+}
+
 /** A client for one API server (one kubeconfig target). */
 export class KubeClient {
   private readonly http: TlsFetch;
@@ -181,7 +186,7 @@ export class KubeClient {
   private execTls: TlsFetch | undefined;
 
   constructor(private readonly target: KubeTarget) {
-    this.http = tlsFetch({ ca: target.ca, cert: target.cert, key: target.key });
+    this.http = fetchWithTls(kubeTls(target.ca, target.cert, target.key));
   }
 
   private async bearer(): Promise<string | undefined> {
@@ -194,11 +199,9 @@ export class KubeClient {
     if (this.execToken && this.execToken.expiresAt > Date.now()) return this.execToken.token;
     const status = await runExecPlugin(this.target.exec);
     if (status.clientCertificateData && status.clientKeyData && !this.execTls) {
-      this.execTls = tlsFetch({
-        ca: this.target.ca,
-        cert: status.clientCertificateData,
-        key: status.clientKeyData,
-      });
+      this.execTls = fetchWithTls(
+        kubeTls(this.target.ca, status.clientCertificateData, status.clientKeyData),
+      );
     }
     if (!status.token) return undefined;
     const exp = status.expirationTimestamp ? Date.parse(status.expirationTimestamp) : NaN;
@@ -217,7 +220,7 @@ export class KubeClient {
       const http = this.execTls ?? this.http;
       let res: Response;
       try {
-        res = await http.fetch(`${this.target.server}${pathAndQuery}`, { headers, signal });
+        res = await http(`${this.target.server}${pathAndQuery}`, { headers, signal });
       } catch (err) {
         if (signal?.aborted) throw err;
         throw new KubeError(

@@ -11,6 +11,7 @@ import * as v from "valibot";
 import type { Logger } from "../log/mod.ts";
 import { log as rootLog } from "../log/mod.ts";
 import { METRICS } from "../metrics/mod.ts";
+import { type FetchFn, fetchWithTls, type TlsOptions } from "../runtime/mod.ts";
 import { Authenticator } from "./auth.ts";
 import { NotFoundError, RegistryError, TimeoutError, UnauthorizedError } from "./errors.ts";
 import type { RegistryHost } from "./hosts.ts";
@@ -151,6 +152,10 @@ function hostOf(url: string): string {
 export class Transport {
   readonly auth: Authenticator;
   private readonly limiters = new Map<string, Limiter>();
+  /** One connection setup per TLS configuration (Deno's HTTP client holds a pool). */
+  private readonly tlsFetches = new WeakMap<TlsOptions, FetchFn>();
+  /** TLS settings by `host:port`, for token servers on a registry's own host. */
+  private readonly tlsByHost = new Map<string, TlsOptions>();
 
   constructor(
     keychain: Keychain,
@@ -171,11 +176,22 @@ export class Transport {
     return l;
   }
 
+  /** The fetch for `host`: with its TLS settings when it has any. */
+  private fetchFor(tls: TlsOptions | undefined): FetchFn {
+    if (!tls) return fetch;
+    let f = this.tlsFetches.get(tls);
+    if (!f) {
+      f = fetchWithTls(tls);
+      this.tlsFetches.set(tls, f);
+    }
+    return f;
+  }
+
   /** A fetch with a timeout and no auth, retries or redirects (token servers). */
   private async plainFetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
     const signal = AbortSignal.timeout(timeoutMs);
     try {
-      const res = await fetch(url, {
+      const res = await this.fetchFor(this.tlsByHost.get(hostOf(url)))(url, {
         ...init,
         headers: { "user-agent": this.userAgent, ...(init.headers as Record<string, string>) },
         signal,
@@ -203,6 +219,9 @@ export class Transport {
     const sameHost = reqHost === target.host.host;
     const timeoutMs = opts.timeoutMs ?? target.host.timeoutMs;
     const retries = opts.retry === false ? 0 : this.retry.maxRetries;
+    if (target.host.tls) this.tlsByHost.set(target.host.host, target.host.tls);
+    // A redirect to another host (a storage back-end) gets neither credentials nor our TLS.
+    const send = this.fetchFor(sameHost ? target.host.tls : undefined);
     let reauthenticated = false;
     for (let attempt = 0;; attempt++) {
       if (opts.signal?.aborted) throw deadlineError(opts, target);
@@ -229,7 +248,7 @@ export class Transport {
       let failure: unknown;
       try {
         const started = performance.now();
-        res = await fetch(opts.url, {
+        res = await send(opts.url, {
           method: opts.method,
           headers,
           body: opts.body as BodyInit | undefined,
@@ -276,11 +295,12 @@ export class Transport {
             `${opts.method} ${target.host.host}: no answer within ${timeoutMs} ms`,
           )
           : new RegistryError(
-            `${opts.method} ${reqHost}: connection failed: ${errorMessage(err)}`,
+            `${opts.method} ${reqHost}: connection failed: ${errorMessage(err)}${tlsHint(err)}`,
             undefined,
             { cause: err },
           );
-        if (attempt >= retries) throw error;
+        // A certificate problem is the same on every attempt: say so at once.
+        if (attempt >= retries || tlsHint(err)) throw error;
         this.log.debug("registry: retrying", { host: reqHost, error: error.message });
         failure = error;
       } finally {
@@ -305,6 +325,14 @@ function countRequest(host: string, startedMs: number, status: number): void {
   METRICS.registryRequests.add({ host, code: String(status) });
   METRICS.registryRequestDuration.observe({ host }, (performance.now() - startedMs) / 1000);
   if (status === 0 || status === 429 || status >= 500) METRICS.registryErrors.add({ host });
+}
+
+/** A pointer to the settings that fix a failed TLS handshake, when that is what failed. */
+function tlsHint(err: unknown): string {
+  const text = errorMessage(err) + String((err as { code?: unknown })?.code ?? "");
+  return /certificate|CERT_|TLS|SSL|handshake|EPROTO|CertificateRequired/i.test(text)
+    ? " (TLS: check the host's ca, client and skip_verify in certs.d/<host>/hosts.toml)"
+    : "";
 }
 
 function deadlineError(opts: SendOptions, target: RequestTarget): TimeoutError {

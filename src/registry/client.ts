@@ -151,8 +151,17 @@ export class RegistryClient {
    * Runs `fn` against each host in turn (mirrors first); a failing mirror falls through to the
    * next host, the origin's failure is final.
    */
-  private async onHosts<T>(ref: Reference, fn: (host: RegistryHost) => Promise<T>): Promise<T> {
-    const hosts = this.hosts(ref);
+  private async onHosts<T>(
+    ref: Reference,
+    need: "pull" | "resolve",
+    fn: (host: RegistryHost) => Promise<T>,
+  ): Promise<T> {
+    const hosts = this.hosts(ref).filter((h) => h.capabilities[need]);
+    if (!hosts.length) {
+      throw new RegistryError(
+        `${ref.domain}: no configured host may ${need} (hosts.toml capabilities)`,
+      );
+    }
     for (const [i, host] of hosts.entries()) {
       try {
         return await fn(host);
@@ -218,7 +227,8 @@ export class RegistryClient {
   async getManifest(refInput: RefInput): Promise<FetchedManifest> {
     const ref = toRef(refInput);
     const object = ref.digest ?? ref.tag ?? "latest";
-    return await this.onHosts(ref, async (host) => {
+    // A tag needs a host trusted to resolve it; content by digest can come from any puller.
+    return await this.onHosts(ref, ref.digest ? "pull" : "resolve", async (host) => {
       const what = `manifest ${formatReference(ref)}`;
       const { bytes, headers } = await this.getBytes(
         host,
@@ -249,7 +259,7 @@ export class RegistryClient {
     desc: { digest: Digest; size?: number },
   ): Promise<Uint8Array> {
     const ref = toRef(refInput);
-    return await this.onHosts(ref, async (host) => {
+    return await this.onHosts(ref, "pull", async (host) => {
       const what = `blob ${desc.digest}`;
       const { bytes } = await this.getBytes(
         host,
@@ -276,7 +286,7 @@ export class RegistryClient {
     const ref = toRef(refInput);
     if (endExclusive <= start) return new Uint8Array(0);
     const what = `blob ${digest} bytes ${start}-${endExclusive - 1}`;
-    return await this.onHosts(ref, (host) =>
+    return await this.onHosts(ref, "pull", (host) =>
       this.getFollowing(
         host,
         [pullScope(ref)],
@@ -311,7 +321,7 @@ export class RegistryClient {
     const ref = toRef(refInput);
     const algo = digestAlgorithm(desc.digest);
     const what = `blob ${desc.digest}`;
-    await this.onHosts(ref, (host) =>
+    await this.onHosts(ref, "pull", (host) =>
       this.getFollowing(
         host,
         [pullScope(ref)],
@@ -397,7 +407,7 @@ export class RegistryClient {
   }
 
   private async locateBlob(ref: Reference, digest: Digest): Promise<BlobLocation> {
-    return await this.onHosts(ref, async (host) => {
+    return await this.onHosts(ref, "pull", async (host) => {
       const scopes = [pullScope(ref)];
       const origin = blobUrl(host, ref, digest);
       const url = await resolveRedirect(this.transport, host, scopes, origin);

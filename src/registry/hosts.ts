@@ -1,8 +1,28 @@
 /**
- * Registry hosts: the ordered list of endpoints tried for one registry — configured mirrors
- * first, then the origin — with scheme, timeout and extra headers each.
+ * Registry hosts: the ordered list of endpoints tried for one registry, with scheme, path,
+ * timeout, extra headers, TLS settings and capabilities each. The order:
+ *
+ * 1. the daemon config's `[[resolver.host."<registry>".mirrors]]`, in file order;
+ * 2. the `[host."…"]` tables of containerd's `certs.d/<registry>/hosts.toml`, in file order;
+ * 3. the origin: hosts.toml's `server` (with its top-level TLS keys) or the registry itself.
+ *
+ * The snapshotter's own mirrors come first because they are the more specific setting: certs.d
+ * is shared with containerd.
  */
+import type { TlsOptions } from "../runtime/mod.ts";
 import { DOCKER_HUB } from "./reference.ts";
+
+/** What a host may be used for (containerd's `capabilities`). */
+export interface HostCapabilities {
+  /** Fetch blobs and manifests by digest. */
+  pull: boolean;
+  /** Resolve tags to digests. */
+  resolve: boolean;
+  /** Push (only the origin is pushed to). */
+  push: boolean;
+}
+
+const ALL_CAPABILITIES: HostCapabilities = { pull: true, resolve: true, push: true };
 
 /** One `[[resolver.host."<registry>".mirrors]]` entry. */
 export interface MirrorConfig {
@@ -14,6 +34,20 @@ export interface MirrorConfig {
   requestTimeoutSec?: number;
   /** Extra request headers for this mirror. */
   header?: Record<string, string | readonly string[]>;
+  /** What the host may be used for (default: everything). */
+  capabilities?: HostCapabilities;
+  /** TLS settings (PEM contents already read). */
+  tls?: TlsOptions;
+  /** The path in `host` is the API root itself; `/v2` is not appended (hosts.toml). */
+  overridePath?: boolean;
+}
+
+/** One registry's `certs.d/<registry>/hosts.toml` (or its docker-style certificate files). */
+export interface HostsFile {
+  /** The `[host."…"]` tables, in file order. */
+  hosts: MirrorConfig[];
+  /** The origin as `server` and the top-level keys describe it (host absent: the registry). */
+  server: Omit<MirrorConfig, "host"> & { host?: string };
 }
 
 /** The `[resolver]` section the daemon fills from its configuration. */
@@ -21,7 +55,12 @@ export interface RegistryHostsConfig {
   /** Default per-request timeout in seconds (30 when absent; negative → none). */
   requestTimeoutSec?: number;
   /** Mirrors per registry host name (as written in references, e.g. `docker.io`). */
-  host?: Record<string, { mirrors?: readonly MirrorConfig[] }>;
+  host?: Record<string, { mirrors?: readonly MirrorConfig[]; plainHttp?: boolean }>;
+  /**
+   * containerd's certs.d directories as loaded, by directory name turned back into a registry
+   * name (`host_port_` → `host:port`); `_default` applies to registries without their own.
+   */
+  hostsDir?: Record<string, HostsFile>;
 }
 
 /** One endpoint to try for a registry. */
@@ -37,6 +76,9 @@ export interface RegistryHost {
   readonly headers: Readonly<Record<string, string>>;
   /** True for a configured mirror, false for the origin. */
   readonly isMirror: boolean;
+  readonly capabilities: HostCapabilities;
+  /** TLS settings, when the host has any. */
+  readonly tls?: TlsOptions;
 }
 
 /** Upstream's default per-request timeout. */
@@ -67,28 +109,41 @@ function flattenHeaders(h: MirrorConfig["header"]): Record<string, string> {
   return out;
 }
 
-/** The endpoints for registry `domain`, mirrors first, then the origin. */
+/** The endpoints for registry `domain` in the documented order, the origin last. */
 export function registryHosts(domain: string, config: RegistryHostsConfig = {}): RegistryHost[] {
   const fallback = config.requestTimeoutSec ?? DEFAULT_REQUEST_TIMEOUT_SEC;
-  const entries: MirrorConfig[] = [...(config.host?.[domain]?.mirrors ?? []), { host: domain }];
+  const entry = config.host?.[domain];
+  const file = config.hostsDir?.[domain] ?? config.hostsDir?.["_default"];
+  const origin: MirrorConfig = {
+    ...file?.server,
+    host: file?.server.host ?? domain,
+    ...(entry?.plainHttp ? { insecure: true } : {}),
+  };
+  const entries: MirrorConfig[] = [...(entry?.mirrors ?? []), ...(file?.hosts ?? []), origin];
   return entries.map((m, i) => {
     const isMirror = i < entries.length - 1;
+    const scheme = /^(https?):\/\//.exec(m.host)?.[1];
     let host = m.host.replace(/^https?:\/\//, "").replace(/\/+$/, "");
     let prefix = "";
     const slash = host.indexOf("/");
     if (slash >= 0) {
-      prefix = host.slice(slash);
+      prefix = host.slice(slash).replace(/\/+/g, "/");
       host = host.slice(0, slash);
     }
-    const plain = m.insecure === true || /^http:\/\//.test(m.host) || isLocalhost(host);
+    // An explicit scheme wins; otherwise localhost is plain HTTP, as in containerd.
+    const plain = m.insecure === true || scheme === "http" ||
+      (scheme === undefined && isLocalhost(host));
     if (host === DOCKER_HUB) host = "registry-1.docker.io";
+    const path = m.overridePath ? prefix : prefix.endsWith("/v2") ? prefix : `${prefix}/v2`;
     return {
       host,
       scheme: plain ? "http" : "https",
-      path: `${prefix}/v2`,
+      path,
       timeoutMs: timeoutMs(m.requestTimeoutSec, fallback),
-      headers: isMirror ? flattenHeaders(m.header) : {},
+      headers: flattenHeaders(m.header),
       isMirror,
+      capabilities: m.capabilities ?? ALL_CAPABILITIES,
+      ...(m.tls ? { tls: m.tls } : {}),
     };
   });
 }

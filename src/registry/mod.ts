@@ -21,6 +21,8 @@ export {
 } from "./digest.ts";
 export {
   DEFAULT_REQUEST_TIMEOUT_SEC,
+  type HostCapabilities,
+  type HostsFile,
   isLocalhost,
   type MirrorConfig,
   type RegistryHost,
@@ -91,3 +93,5 @@ export {
   TimeoutError,
   UnauthorizedError,
 } from "./errors.ts";
+export { registryOptionsFromConfig } from "./config.ts";
+export { HostsDirError, loadHostsDir, parseHostsToml } from "./_hosts_dir.ts";

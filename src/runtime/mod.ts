@@ -3,6 +3,9 @@
  * that Bun and Deno both provide, and asks this module for the few things that differ.
  */
 
+import * as https from "node:https";
+import { Readable } from "node:stream";
+
 /** The runtimes the source is written for. */
 export type RuntimeName = "bun" | "deno" | "node";
 
@@ -76,37 +79,84 @@ export function pollingReader(fd: number): ReadableStreamDefaultReader<Uint8Arra
   return g.Bun.file(fd).stream().getReader();
 }
 
-/** TLS settings of {@link tlsFetch}, PEM text. */
-export interface FetchTls {
-  /** CA certificates to trust (instead of the system's). */
-  ca?: string;
-  /** Client certificate and its key. */
-  cert?: string;
-  key?: string;
+/** The part of `fetch` the registry client uses: a URL string and an init. */
+export type FetchFn = (url: string, init: RequestInit) => Promise<Response>;
+
+/** TLS settings of one registry host: extra CAs, client certificates, verification. */
+export interface TlsOptions {
+  /** PEM certificates trusted in addition to the system's. */
+  ca?: readonly string[];
+  /** PEM client certificate and key (the first pair is presented). */
+  client?: { cert: string; key: string };
+  /** Accept any server certificate (containerd's `skip_verify`). */
+  skipVerify?: boolean;
 }
 
-/** A `fetch` bound to TLS settings; `close()` frees what the runtime holds for it. */
-export interface TlsFetch {
-  fetch(url: string, init?: RequestInit): Promise<Response>;
-  close(): void;
-}
+/** A {@link FetchFn} bound to TLS settings; `close()` frees what the runtime holds for it. */
+export type TlsFetch = FetchFn & { close(): void };
 
 /**
- * `fetch` with a private CA and a client certificate (a Kubernetes API server needs both). Each
- * runtime takes them its own way: Bun as the `tls` fetch option, Deno through an HttpClient.
- * node:https agents cannot do it everywhere: Deno's ignores client certificates.
+ * A `fetch` that connects with `tls` (a TLS registry, a Kubernetes API server). Bun's fetch takes a `tls` option; Deno's takes an HTTP
+ * client with CAs and a client certificate but cannot skip verification, so that case (and
+ * Node) goes through `node:https`, which all three implement.
  */
-export function tlsFetch(tls: FetchTls): TlsFetch {
-  if (runtimeName() === "deno") {
-    const client = g.Deno.createHttpClient({
-      ...(tls.ca ? { caCerts: [tls.ca] } : {}),
-      ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
-    });
-    return {
-      fetch: (url, init) => fetch(url, { ...init, client } as RequestInit),
-      close: () => client.close(),
+export function fetchWithTls(tls: TlsOptions): TlsFetch {
+  const none = { close: () => {} };
+  const ca = tls.ca?.length ? [...tls.ca] : undefined;
+  if (runtimeName() === "bun") {
+    const options = {
+      ...(ca ? { ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+      ...(tls.skipVerify ? { rejectUnauthorized: false } : {}),
     };
+    const f: FetchFn = (url, init) => fetch(url, { ...init, tls: options } as RequestInit);
+    return Object.assign(f, none);
   }
-  const options = { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } };
-  return { fetch: (url, init) => fetch(url, { ...init, ...options }), close: () => {} };
+  if (runtimeName() === "deno" && !tls.skipVerify) {
+    const client = g.Deno.createHttpClient({
+      ...(ca ? { caCerts: ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+    });
+    const f: FetchFn = (url, init) => fetch(url, { ...init, client } as RequestInit);
+    return Object.assign(f, { close: () => client.close() });
+  }
+  const f: FetchFn = (url, init) =>
+    httpsFetch(url, init, {
+      ...(ca ? { ca } : {}),
+      ...(tls.client ? { cert: tls.client.cert, key: tls.client.key } : {}),
+      rejectUnauthorized: !tls.skipVerify,
+    });
+  return Object.assign(f, none);
+}
+
+/** `fetch` over `node:https` with TLS options; redirects are returned, not followed. */
+function httpsFetch(
+  url: string,
+  init: RequestInit,
+  tls: https.RequestOptions,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    new Headers(init.headers).forEach((value, key) => (headers[key] = value));
+    const req = https.request(url, {
+      ...tls,
+      method: init.method ?? "GET",
+      headers,
+      ...(init.signal ? { signal: init.signal } : {}),
+    }, (res) => {
+      const out = new Headers();
+      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+        out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+      }
+      const status = res.statusCode ?? 502;
+      const empty = init.method === "HEAD" || status === 204 || status === 304;
+      if (empty) res.resume();
+      const body = empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+      resolve(new Response(body, { status, statusText: res.statusMessage ?? "", headers: out }));
+    });
+    req.on("error", reject);
+    const body = init.body;
+    if (typeof body === "string" || body instanceof Uint8Array) req.end(body);
+    else req.end();
+  });
 }

@@ -17,6 +17,7 @@ import { type CriImageProxy, criImageProxy } from "./cri.ts";
 import { type DaemonKeychains, openKeychains } from "./keychains.ts";
 import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
+export { type AdminServer, type AdminSources, metricsApp, serveApp, startAdmin } from "./admin.ts";
 export { SocketPathError } from "./_socket.ts";
 export { RootDirError } from "./_root.ts";
 export { type Status, type StatusLayer, StatusSchema } from "./_status.ts";
