@@ -8,6 +8,7 @@ import * as zlib from "node:zlib";
 import {
   ChunkDecodeError,
   ChunkDigestMismatchError,
+  type EstargzError,
   FooterError,
   InvalidEntryError,
   OutOfRangeError,
@@ -447,6 +448,18 @@ export class EstargzBlob {
     return decodeChunkAsync(this.format, chunk, compressed);
   }
 
+  /**
+   * Decompresses one member once for all the `chunks` it holds (they share one
+   * `compressedOffset`) and verifies each; a chunk that fails gets its error in its place, so a
+   * bad chunk does not take its neighbours with it.
+   */
+  decodeMemberAsync(
+    chunks: readonly Chunk[],
+    compressed: Uint8Array,
+  ): Promise<(Uint8Array | EstargzError)[]> {
+    return decodeMemberAsync(this.format, chunks, compressed);
+  }
+
   /** Fetches, decompresses and verifies one chunk. */
   async readChunk(chunk: Chunk): Promise<Uint8Array> {
     const bytes = await this.reader.read(
@@ -524,6 +537,33 @@ export function decodeChunkAsync(
     };
     if (format === "zstd") zlib.zstdDecompress(compressed, inflateOptions(chunk, format), done);
     else zlib.gunzip(compressed, inflateOptions(chunk, format), done);
+  });
+}
+
+/** {@link EstargzBlob.decodeMemberAsync}: one inflate of a member for all its chunks. */
+export function decodeMemberAsync(
+  format: BlobFormat,
+  chunks: readonly Chunk[],
+  compressed: Uint8Array,
+): Promise<(Uint8Array | EstargzError)[]> {
+  if (chunks.length === 0) return Promise.resolve([]);
+  // The chunk that ends last bounds what the member may inflate to.
+  const last = chunks.reduce((a, c) =>
+    c.innerOffset + c.chunkSize > a.innerOffset + a.chunkSize ? c : a
+  );
+  return new Promise((resolve) => {
+    const done = (err: Error | null, out: Uint8Array) => {
+      resolve(chunks.map((c) => {
+        if (err) return new ChunkDecodeError(c.path, c.chunkOffset, err.message);
+        try {
+          return checkChunk(c, out);
+        } catch (checkErr) {
+          return checkErr as EstargzError;
+        }
+      }));
+    };
+    if (format === "zstd") zlib.zstdDecompress(compressed, inflateOptions(last, format), done);
+    else zlib.gunzip(compressed, inflateOptions(last, format), done);
   });
 }
 

@@ -48,6 +48,20 @@ describe("ChunkCache", () => {
     assert.equal(reopened.stats().diskBytes, 5000);
   });
 
+  it("serves a chunk while its disk write is under way, even one too big for memory", async () => {
+    const c = await ChunkCache.open(path.join(tmp, "behind"), {
+      maxDiskBytes: 0,
+      maxMemoryBytes: 0,
+    });
+    const x = chunk(7, 5000);
+    const written = c.put(x.key, x.data);
+    assert.ok(c.has(x.key));
+    assert.deepEqual(await c.get(x.key), x.data);
+    await written;
+    assert.equal(c.stats().diskBytes, 5000);
+    assert.deepEqual(await c.get(x.key), x.data);
+  });
+
   it("keeps disk usage under the bound by evicting least recently used chunks", async () => {
     const dir = path.join(tmp, "b");
     const c = await ChunkCache.open(dir, { maxDiskBytes: 10_000, maxMemoryBytes: 0 });

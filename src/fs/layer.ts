@@ -62,21 +62,16 @@ export class Layer {
   static async open(opts: LayerOptions): Promise<Layer> {
     const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
     const tree = new LayerTree(blob);
+    const log = opts.log.with({ layer: opts.digest });
     const reader = new LayerReader(
       blob,
       opts.source,
       opts.cache,
       opts.digest,
       opts.minFetchBytes ?? 0,
+      log,
     );
-    return new Layer(
-      opts.digest,
-      blob,
-      tree,
-      reader,
-      opts.scheduler,
-      opts.log.with({ layer: opts.digest }),
-    );
+    return new Layer(opts.digest, blob, tree, reader, opts.scheduler, log);
   }
 
   /** Reads part of a regular file; marks the read as on-demand so background work yields. */
