@@ -84,8 +84,13 @@ export interface EstargzNode {
   /** Cleaned path ("" for the root). */
   readonly name: string;
   readonly type: NodeType;
-  /** The TOC entry that describes the node (undefined for implied directories). */
-  readonly entry: TocEntry | undefined;
+  /**
+   * The entry's xattrs as the TOC stores them (base64 values; `decodeXattrs` decodes them),
+   * undefined when it has none. The TOC entry itself is not kept: 100k of them cost tens of MB.
+   */
+  readonly xattrs: Readonly<Record<string, string>> | undefined;
+  /** Where the entry's payload starts in the blob (the TOC `offset`; 0 without one). */
+  readonly offset: number;
   readonly size: number;
   /** Permission and mode bits as stored in the TOC. */
   readonly mode: number;
@@ -134,7 +139,8 @@ function nodeFromEntry(e: TocEntry, name: string, type: NodeType): MutableNode {
   return {
     name,
     type,
-    entry: e,
+    xattrs: e.xattrs && Object.keys(e.xattrs).length > 0 ? e.xattrs : undefined,
+    offset: e.offset ?? 0,
     size: e.size ?? 0,
     mode: e.mode ?? 0,
     uid: e.uid ?? 0,
@@ -156,7 +162,8 @@ function impliedDir(name: string): MutableNode {
   return {
     name,
     type: "dir",
-    entry: undefined,
+    xattrs: undefined,
+    offset: 0,
     size: 0,
     mode: 0o755,
     uid: 0,
@@ -186,7 +193,6 @@ export class EstargzBlob {
     readonly reader: BlobReader,
     readonly format: BlobFormat,
     readonly footer: Footer,
-    readonly toc: Toc,
     readonly tocDigest: string,
   ) {}
 
@@ -202,11 +208,7 @@ export class EstargzBlob {
     const tailLen = Math.min(size, Math.max(opts.tailSize ?? 65536, MAX_FOOTER_SIZE));
     const tail = await reader.read(size - tailLen, tailLen);
     const footer = parseFooter(tail, size);
-    const tocStart = footer.tocOffset;
-    const tocEnd = footer.format === "zstd"
-      ? tocStart + (footer.tocCompressedSize ?? 0)
-      : size - footer.footerSize;
-    if (tocEnd <= tocStart) throw new TocError(`empty TOC region at ${tocStart}`);
+    const [tocStart, tocEnd] = tocRange(footer, size);
     const tailStart = size - tailLen;
     const tocBytes = tocStart >= tailStart
       ? tail.subarray(tocStart - tailStart, tocEnd - tailStart)
@@ -216,9 +218,23 @@ export class EstargzBlob {
     if (opts.expectedTocDigest !== undefined && opts.expectedTocDigest !== digest) {
       throw new TocDigestMismatchError(opts.expectedTocDigest, digest);
     }
-    const blob = new EstargzBlob(reader, footer.format, footer, decodeToc(json), digest);
-    blob.#buildIndex();
+    const blob = new EstargzBlob(reader, footer.format, footer, digest);
+    // The parsed TOC is garbage once indexed: the index keeps what the filesystem serves.
+    blob.#buildIndex(decodeToc(json));
     return blob;
+  }
+
+  /**
+   * Reads and decodes the TOC again (it is not kept after indexing), checked against the digest
+   * it had when the blob was opened.
+   */
+  async readToc(): Promise<Toc> {
+    const [start, end] = tocRange(this.footer, this.reader.size);
+    const bytes = await this.reader.read(start, end - start);
+    const json = this.format === "zstd" ? zstdToc(bytes) : gzipToc(bytes);
+    const digest = sha256(json);
+    if (digest !== this.tocDigest) throw new TocDigestMismatchError(this.tocDigest, digest);
+    return decodeToc(json);
   }
 
   #dir(name: string): MutableNode {
@@ -245,8 +261,8 @@ export class EstargzBlob {
     children.set(base, node);
   }
 
-  #buildIndex(): void {
-    const entries = this.toc.entries;
+  #buildIndex(toc: Toc): void {
+    const entries = toc.entries;
     const dataEnd = this.footer.dataEnd;
     const order: MutableNode[] = [];
     const hardlinks: [MutableNode, TocEntry][] = [];
@@ -295,7 +311,7 @@ export class EstargzBlob {
     for (const [node, e] of hardlinks) {
       let target = node;
       for (let depth = 0; linkNodes.has(target); depth++) {
-        const link = target.entry?.linkName ?? "";
+        const link = target.linkName;
         const next = this.#nodes.get(cleanEntryNameFor(e.name, link));
         if (!next) {
           throw new InvalidEntryError(e.name, `hardlink target ${JSON.stringify(link)} not found`);
@@ -595,6 +611,16 @@ function checkChunk(chunk: Chunk, out: Uint8Array): Uint8Array {
     }
   }
   return data;
+}
+
+/** `[start, end)` of the compressed TOC in a blob of `size` bytes. */
+function tocRange(footer: Footer, size: number): [number, number] {
+  const start = footer.tocOffset;
+  const end = footer.format === "zstd"
+    ? start + (footer.tocCompressedSize ?? 0)
+    : size - footer.footerSize;
+  if (end <= start) throw new TocError(`empty TOC region at ${start}`);
+  return [start, end];
 }
 
 function gzipToc(compressed: Uint8Array): Uint8Array {

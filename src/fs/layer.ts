@@ -118,7 +118,7 @@ export class Layer {
   prefetchSize(defaultSize: number): number {
     if (this.blob.entry(NO_PREFETCH_LANDMARK)) return 0;
     const landmark = this.blob.entry(PREFETCH_LANDMARK);
-    if (landmark) return landmark.entry?.offset ?? 0;
+    if (landmark) return landmark.offset;
     return Math.min(Math.max(0, defaultSize), this.reader.dataSize);
   }
 
