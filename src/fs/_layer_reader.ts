@@ -47,7 +47,6 @@ export class LayerReader {
   readonly fetched = new RegionSet();
   /** Extents sorted by blob offset. */
   readonly #extents: Extent[];
-  readonly #extentOf = new Map<Chunk, Extent>();
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
   /** Members being decoded: every waiter of any of their chunks shares the one inflate. */
   readonly #decoding = new Map<Extent, Promise<Decoded>>();
@@ -78,13 +77,25 @@ export class LayerReader {
           byStart.set(c.compressedOffset, ext);
         }
         ext.chunks.push(c);
-        this.#extentOf.set(c, ext);
       }
     }
     this.#extents = [...byStart.values()].sort((a, b) => a.start - b.start);
     this.#extents.forEach((e, i) => (e.index = i));
     // The footer and TOC were fetched to open the blob.
     this.fetched.add(blob.tocOffset, source.size);
+  }
+
+  /** The extent holding `c` (extents start where their chunks' `compressedOffset` says). */
+  #extentOf(c: Chunk): Extent {
+    const list = this.#extents;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].start < c.compressedOffset) lo = mid + 1;
+      else hi = mid;
+    }
+    return list[lo];
   }
 
   /** The cache key of a chunk: its digest, or (for blobs without chunk digests) its position. */
@@ -145,7 +156,7 @@ export class LayerReader {
     );
     const missing = new Set<Extent>();
     chunks.forEach((c, i) => {
-      if (!out[i]) missing.add(this.#extentOf.get(c)!);
+      if (!out[i]) missing.add(this.#extentOf(c));
     });
     if (missing.size === 0) return out as Uint8Array[];
     // Members already fetched and being decoded are joined, not fetched again.
@@ -159,7 +170,7 @@ export class LayerReader {
     }
     await Promise.all(chunks.map(async (c, i) => {
       if (out[i]) return;
-      const ext = this.#extentOf.get(c)!;
+      const ext = this.#extentOf(c);
       const got = (await (this.#decoding.get(ext) ?? this.#decode(ext, extentBytes.get(ext)!)))
         .get(c)!;
       if (!(got instanceof Uint8Array)) throw got;
