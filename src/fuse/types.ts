@@ -14,6 +14,21 @@ export type NodeId = number;
 /** The node id of the root directory. */
 export const ROOT_ID: NodeId = 1;
 
+/** File type bits of `mode`. */
+export const S_IFMT = 0o170000;
+/** Directory. */
+export const S_IFDIR = 0o040000;
+/** Regular file. */
+export const S_IFREG = 0o100000;
+/** Symbolic link. */
+export const S_IFLNK = 0o120000;
+/** Character device. */
+export const S_IFCHR = 0o020000;
+/** Block device. */
+export const S_IFBLK = 0o060000;
+/** Named pipe. */
+export const S_IFIFO = 0o010000;
+
 /** A value or a promise of it: filesystems may answer synchronously (faster) or asynchronously. */
 export type MaybePromise<T> = T | Promise<T>;
 
