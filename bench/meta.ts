@@ -7,7 +7,7 @@
  * the FUSE timeouts are 1 s), and `ctr-remote image rpull` (from `STARGZ_REF_CTR_REMOTE`, default
  * beside `STARGZ_REF_BIN`) pulls the same one-layer eStargz image from one local registry: a
  * tree of STARGZ_BENCH_ENTRIES entries (default 100,000: directories of 99 tiny files) plus one
- * file of STARGZ_BENCH_BIG_MB (default 8). Then, on the host, over each daemon's layer mount:
+ * file of STARGZ_BENCH_BIG_MB (default 32). Then, on the host, over each daemon's layer mount:
  *
  * 1. `find -ls` of the whole tree: the first (cold) pass, then passes 2 s later (the kernel's
  *    entries and attributes expired: only what the daemon answers counts), with the daemon's
@@ -16,7 +16,8 @@
  *    walk, so that every stat reaches the daemon (a LOOKUP per name; what an interpreter's
  *    imports do);
  * 3. random 4 KiB O_DIRECT reads (`xfs_io pread -R`) of the big file, after it was read once
- *    (warm in the daemon's cache), and sequential O_DIRECT reads (`dd bs=1M iflag=direct`);
+ *    (warm in the daemon's cache), and sequential O_DIRECT reads (`dd bs=1M iflag=direct`),
+ *    medians of 4 × STARGZ_BENCH_ROUNDS passes;
  * 4. the daemon's resident memory (VmRSS) with the layer mounted and walked, and its peak
  *    (VmHWM).
  *
@@ -38,7 +39,7 @@ import { median, printResult, printTable } from "./_result.ts";
 import { makeManyEntries } from "./_rootfs.ts";
 
 const ENTRIES = Number(process.env.STARGZ_BENCH_ENTRIES ?? 100_000);
-const BIG_MB = Number(process.env.STARGZ_BENCH_BIG_MB ?? 8);
+const BIG_MB = Number(process.env.STARGZ_BENCH_BIG_MB ?? 32);
 const ROUNDS = Number(process.env.STARGZ_BENCH_ROUNDS ?? 3);
 const REF_BIN = process.env.STARGZ_REF_BIN;
 const CTR_REMOTE = process.env.STARGZ_REF_CTR_REMOTE ??
@@ -235,18 +236,23 @@ async function measure(
   if (Number(whole.stdout.trim()) !== bigSize) throw new Error(`${daemon.name}: short read`);
   // One direct pass too: the first one after `cat` still pays for what the page cache hid.
   await run(["dd", `if=${big}`, "of=/dev/null", "bs=1M", "iflag=direct"]);
-  const rand: number[] = [];
-  const seq: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const x = await run([
-      "xfs_io",
-      "-d",
-      "-r",
+  // Many short passes in one process, and the median of all: one pass takes tens of ms, so a
+  // single one measures mostly whether the scheduler of a shared machine looked away.
+  const passes = 4 * ROUNDS;
+  const x = await run([
+    "xfs_io",
+    "-d",
+    "-r",
+    ...Array.from({ length: passes }, (_, i) => [
       "-c",
       `pread -R -Z ${i + 1} -b 4096 0 ${bigSize}`,
-      big,
-    ]);
-    rand.push(Number(/([\d.]+) ops\/sec/.exec(x.stdout)?.[1] ?? NaN));
+    ]).flat(),
+    big,
+  ]);
+  const rand = [...x.stdout.matchAll(/([\d.]+) ops\/sec/g)].map((m) => Number(m[1]));
+  if (rand.length !== passes) throw new Error(`unexpected xfs_io output: ${x.stdout}`);
+  const seq: number[] = [];
+  for (let i = 0; i < passes; i++) {
     const d = await run(["dd", `if=${big}`, "of=/dev/null", "bs=1M", "iflag=direct"]);
     seq.push(bigSize / 1e6 / Number(/copied, ([\d.e+-]+) s/.exec(d.stderr)?.[1] ?? NaN));
   }
