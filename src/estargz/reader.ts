@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import * as fsp from "node:fs/promises";
+import { setImmediate } from "node:timers";
 import * as zlib from "node:zlib";
 import {
   ChunkDecodeError,
@@ -219,8 +220,11 @@ export class EstargzBlob {
       throw new TocDigestMismatchError(opts.expectedTocDigest, digest);
     }
     const blob = new EstargzBlob(reader, footer.format, footer, digest);
+    const toc = decodeToc(json);
+    // Parsing and indexing a large TOC take a while each: let the event loop run in between.
+    await new Promise((resolve) => setImmediate(resolve));
     // The parsed TOC is garbage once indexed: the index keeps what the filesystem serves.
-    blob.#buildIndex(decodeToc(json));
+    blob.#buildIndex(toc);
     return blob;
   }
 

@@ -2,6 +2,7 @@
  * One mounted eStargz layer, independent of FUSE: its tree, its read path, its state file,
  * prefetch and background fetch. The FUSE adapter (`_layer_fuse.ts`) serves it.
  */
+import { setImmediate } from "node:timers";
 import type { BlobReader, EstargzBlob } from "../estargz/mod.ts";
 import { NO_PREFETCH_LANDMARK, openBlob, PREFETCH_LANDMARK } from "../estargz/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -41,6 +42,11 @@ export interface LayerOptions {
  */
 const BACKGROUND_WINDOW = 1 << 20;
 
+/** Resolves after the event loop has run what is waiting (I/O callbacks included). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** A layer opened from its blob: tree, read path, state and background work. */
 export class Layer {
   #error: string | undefined;
@@ -61,7 +67,10 @@ export class Layer {
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
   static async open(opts: LayerOptions): Promise<Layer> {
     const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
+    // Each step over a large index takes a while: let other mounts' requests in between.
+    await yieldToEventLoop();
     const tree = new LayerTree(blob);
+    await yieldToEventLoop();
     const log = opts.log.with({ layer: opts.digest });
     const reader = new LayerReader(
       blob,
