@@ -70,3 +70,20 @@ export function sampleTree(roots: readonly string[], limit: number, bigMax?: num
   const linksNear = links.filter((l) => dirs.has(path.dirname(l)));
   return { entries: [...[...dirs].sort(), ...picked, ...linksNear], big: big?.p };
 }
+
+/** Files per directory of {@link makeManyEntries}. */
+const FILES_PER_DIR = 99;
+
+/** A tree of `n` entries (including its root): directories of FILES_PER_DIR tiny files. */
+export function makeManyEntries(dir: string, n: number): void {
+  fs.mkdirSync(dir);
+  let count = 1;
+  for (let d = 0; count < n; d++) {
+    const sub = path.join(dir, `d${String(d).padStart(5, "0")}`);
+    fs.mkdirSync(sub);
+    count++;
+    for (let f = 0; f < FILES_PER_DIR && count < n; f++, count++) {
+      fs.writeFileSync(path.join(sub, `file-${f}.txt`), `entry ${d}/${f}\n`);
+    }
+  }
+}

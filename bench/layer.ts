@@ -29,7 +29,7 @@ import { isMounted } from "../test/_layer.ts";
 import { startRegistry } from "../test/_registry.ts";
 import type { TestRegistry } from "../test/_registry.ts";
 import { median, printResult, printTable } from "./_result.ts";
-import { sampleTree } from "./_rootfs.ts";
+import { makeManyEntries, sampleTree } from "./_rootfs.ts";
 
 const ROOTFS_MB = Number(process.env.STARGZ_BENCH_ROOTFS_MB ?? 100);
 const ENTRIES = Number(process.env.STARGZ_BENCH_ENTRIES ?? 100_000);
@@ -41,8 +41,6 @@ const ROOTS = ["/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/share", "/usr/libe
 const BIG_FILE_MAX = 64 << 20;
 /** Readers of the parallel cold read. */
 const PARALLEL = 8;
-/** Files per directory of the generated many-entry layer. */
-const FILES_PER_DIR = 99;
 
 /** Output and duration of a finished command. */
 interface Ran {
@@ -149,20 +147,6 @@ function registryPid(dir: string): number {
     }
   }
   throw new Error("registry process not found");
-}
-
-/** A tree of `n` entries (including its root): directories of FILES_PER_DIR tiny files. */
-function makeManyEntries(dir: string, n: number): void {
-  fs.mkdirSync(dir);
-  let count = 1;
-  for (let d = 0; count < n; d++) {
-    const sub = path.join(dir, `d${String(d).padStart(5, "0")}`);
-    fs.mkdirSync(sub);
-    count++;
-    for (let f = 0; f < FILES_PER_DIR && count < n; f++, count++) {
-      fs.writeFileSync(path.join(sub, `file-${f}.txt`), `entry ${d}/${f}\n`);
-    }
-  }
 }
 
 /** Converts `tarFile` with our converter and pushes it as a one-layer image. */

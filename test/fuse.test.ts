@@ -242,3 +242,47 @@ describe("fuse: a mounted in-memory tree", () => {
     for (const r of results) assert.equal(r.split(" ")[0], BIG_SHA);
   });
 });
+
+describe("fuse: metadata after the kernel's timeouts expired", () => {
+  const cleanup = new Cleanup();
+  /** Counts what reaches the filesystem. */
+  class CountingFs extends MemoryFileSystem {
+    lookups = 0;
+    getattrs = 0;
+    override lookup(parent: number, name: string) {
+      this.lookups++;
+      return super.lookup(parent, name);
+    }
+    override getattr(node: number) {
+      this.getattrs++;
+      return super.getattr(node);
+    }
+  }
+  const memfs = new CountingFs();
+  let mp = "";
+
+  before(async () => {
+    // More names than one READDIRPLUS reply holds, in the root and in each directory.
+    for (let d = 0; d < 300; d++) memfs.addFile(`d${d}/f`, "x");
+    for (let f = 0; f < 300; f++) memfs.addFile(`d0/g${f}`, "y");
+    const dir = await tempDir();
+    cleanup.dirs.push(dir);
+    mp = path.join(dir, "mnt");
+    await fsp.mkdir(mp);
+    cleanup.add(await mount(memfs, mp, { subtype: "stargztest", entryTimeout: 1, attrTimeout: 1 }));
+  });
+
+  after(() => cleanup.run());
+
+  it("a second find -ls is answered by READDIRPLUS, not by a LOOKUP per name", async () => {
+    const first = await ok(["find", mp, "-ls"]);
+    // The kernel's entry and attribute timeouts (1 s) have to run out: the condition is time.
+    await new Promise((r) => setTimeout(r, 1200));
+    const [lookups, getattrs] = [memfs.lookups, memfs.getattrs];
+    const again = await ok(["find", mp, "-ls"]);
+    assert.equal(again.split("\n").length, first.split("\n").length);
+    // 601 names: a cached listing or plain READDIR continuations would ask for each again.
+    const asked = memfs.lookups - lookups + memfs.getattrs - getattrs;
+    assert.ok(asked < 60, `${asked} LOOKUP/GETATTR on the second walk`);
+  });
+});

@@ -6,16 +6,7 @@ import * as path from "node:path";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import type { BlobReader } from "../estargz/mod.ts";
 import { fileBlobReader } from "../estargz/mod.ts";
-import {
-  backgroundScheduler,
-  cacheOptions,
-  ChunkCache,
-  Layer,
-  mountLayer,
-  mountOptions,
-  rangeSourceOf,
-  startFetching,
-} from "../fs/mod.ts";
+import { mountBlob, rangeSourceOf } from "../fs/mod.ts";
 import type { RangeSource } from "../fs/mod.ts";
 import { TOC_DIGEST_LABEL } from "../labels/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
@@ -153,28 +144,19 @@ export const mountCommand: Command = {
       ? await fs.mkdtemp(path.join(os.tmpdir(), "stargz-mount-cache-"))
       : undefined;
     try {
-      const cache = await ChunkCache.open(
-        tmpCache ?? str(flags, "cache-dir")!,
-        cacheOptions(config),
-      );
-      const layer = await Layer.open({
+      const mount = await mountBlob(mountpoint, {
         digest,
         source: blob,
         expectedTocDigest: tocDigest,
-        cache,
-        scheduler: backgroundScheduler(config),
+        cacheDir: tmpCache ?? str(flags, "cache-dir")!,
+        config,
         log,
-        minFetchBytes: config.blob.chunk_size,
-      });
-      const mount = await mountLayer(layer, mountpoint, mountOptions(config, log));
-      startFetching(layer, config, {
         prefetch: !bool(flags, "no-prefetch"),
         background: !bool(flags, "no-background-fetch"),
       });
-      log.info("mounted", { source, mountpoint, layer: digest, tocDigest: layer.blob.tocDigest });
+      log.info("mounted", { source, mountpoint, layer: digest, tocDigest: mount.tocDigest });
       const why = await untilStopped(mount.closed);
       log.info("unmounting", { reason: why });
-      layer.close();
       await mount.unmount();
       return 0;
     } finally {

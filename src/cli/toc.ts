@@ -47,9 +47,9 @@ export const tocCommand: Command = {
   usage: "BLOB",
   flags: [],
   run: (flags) =>
-    withBlob(flags.positional, undefined, (blob) => {
-      console.log(JSON.stringify(blob.toc, null, "\t"));
-      return Promise.resolve(0);
+    withBlob(flags.positional, undefined, async (blob) => {
+      console.log(JSON.stringify(await blob.readToc(), null, "\t"));
+      return 0;
     }),
 };
 
@@ -72,7 +72,7 @@ export const verifyCommand: Command = {
       console.log(JSON.stringify({
         format: blob.format,
         tocDigest: blob.tocDigest,
-        entries: blob.toc.entries.length,
+        entries: (await blob.readToc()).entries.length,
         chunks,
         ok: true,
       }));

@@ -4,10 +4,12 @@
  */
 import { createHash } from "node:crypto";
 import * as fsp from "node:fs/promises";
+import { setImmediate } from "node:timers";
 import * as zlib from "node:zlib";
 import {
   ChunkDecodeError,
   ChunkDigestMismatchError,
+  type EstargzError,
   FooterError,
   InvalidEntryError,
   OutOfRangeError,
@@ -83,8 +85,13 @@ export interface EstargzNode {
   /** Cleaned path ("" for the root). */
   readonly name: string;
   readonly type: NodeType;
-  /** The TOC entry that describes the node (undefined for implied directories). */
-  readonly entry: TocEntry | undefined;
+  /**
+   * The entry's xattrs as the TOC stores them (base64 values; `decodeXattrs` decodes them),
+   * undefined when it has none. The TOC entry itself is not kept: 100k of them cost tens of MB.
+   */
+  readonly xattrs: Readonly<Record<string, string>> | undefined;
+  /** Where the entry's payload starts in the blob (the TOC `offset`; 0 without one). */
+  readonly offset: number;
   readonly size: number;
   /** Permission and mode bits as stored in the TOC. */
   readonly mode: number;
@@ -144,7 +151,8 @@ function nodeFromEntry(e: TocEntry, name: string, type: NodeType): MutableNode {
   return {
     name,
     type,
-    entry: e,
+    xattrs: e.xattrs && Object.keys(e.xattrs).length > 0 ? e.xattrs : undefined,
+    offset: e.offset ?? 0,
     size: e.size ?? 0,
     mode: e.mode ?? 0,
     uid: e.uid ?? 0,
@@ -166,7 +174,8 @@ function impliedDir(name: string): MutableNode {
   return {
     name,
     type: "dir",
-    entry: undefined,
+    xattrs: undefined,
+    offset: 0,
     size: 0,
     mode: 0o755,
     uid: 0,
@@ -196,7 +205,6 @@ export class EstargzBlob {
     readonly reader: BlobReader,
     readonly format: BlobFormat,
     readonly footer: Footer,
-    readonly toc: Toc,
     readonly tocDigest: string,
   ) {}
 
@@ -212,11 +220,7 @@ export class EstargzBlob {
     const tailLen = Math.min(size, Math.max(opts.tailSize ?? 65536, MAX_FOOTER_SIZE));
     const tail = await reader.read(size - tailLen, tailLen);
     const footer = parseFooter(tail, size);
-    const tocStart = footer.tocOffset;
-    const tocEnd = footer.format === "zstd"
-      ? tocStart + (footer.tocCompressedSize ?? 0)
-      : size - footer.footerSize;
-    if (tocEnd <= tocStart) throw new TocError(`empty TOC region at ${tocStart}`);
+    const [tocStart, tocEnd] = tocRange(footer, size);
     const tailStart = size - tailLen;
     const tocBytes = tocStart >= tailStart
       ? tail.subarray(tocStart - tailStart, tocEnd - tailStart)
@@ -226,8 +230,12 @@ export class EstargzBlob {
     if (opts.expectedTocDigest !== undefined && opts.expectedTocDigest !== digest) {
       throw new TocDigestMismatchError(opts.expectedTocDigest, digest);
     }
-    const blob = new EstargzBlob(reader, footer.format, footer, decodeToc(json), digest);
-    blob.#buildIndex();
+    const blob = new EstargzBlob(reader, footer.format, footer, digest);
+    const toc = decodeToc(json);
+    // Parsing and indexing a large TOC take a while each: let the event loop run in between.
+    await new Promise((resolve) => setImmediate(resolve));
+    // The parsed TOC is garbage once indexed: the index keeps what the filesystem serves.
+    blob.#buildIndex(toc);
     return blob;
   }
 
@@ -239,7 +247,20 @@ export class EstargzBlob {
   static checkToc(toc: Toc, format: BlobFormat, dataEnd: number): void {
     const footer: Footer = { format, footerSize: 0, tocOffset: dataEnd, dataEnd };
     const none: BlobReader = { size: 0, read: () => Promise.reject(new Error("no blob")) };
-    new EstargzBlob(none, format, footer, toc, "").#buildIndex();
+    new EstargzBlob(none, format, footer, "").#buildIndex(toc);
+  }
+
+  /**
+   * Reads and decodes the TOC again (it is not kept after indexing), checked against the digest
+   * it had when the blob was opened.
+   */
+  async readToc(): Promise<Toc> {
+    const [start, end] = tocRange(this.footer, this.reader.size);
+    const bytes = await this.reader.read(start, end - start);
+    const json = this.format === "zstd" ? zstdToc(bytes) : gzipToc(bytes);
+    const digest = sha256(json);
+    if (digest !== this.tocDigest) throw new TocDigestMismatchError(this.tocDigest, digest);
+    return decodeToc(json);
   }
 
   #dir(name: string): MutableNode {
@@ -266,8 +287,8 @@ export class EstargzBlob {
     children.set(base, node);
   }
 
-  #buildIndex(): void {
-    const entries = this.toc.entries;
+  #buildIndex(toc: Toc): void {
+    const entries = toc.entries;
     const dataEnd = this.footer.dataEnd;
     const order: MutableNode[] = [];
     const hardlinks: [MutableNode, TocEntry][] = [];
@@ -316,7 +337,7 @@ export class EstargzBlob {
     for (const [node, e] of hardlinks) {
       let target = node;
       for (let depth = 0; linkNodes.has(target); depth++) {
-        const link = target.entry?.linkName ?? "";
+        const link = target.linkName;
         const next = this.#nodes.get(cleanEntryNameFor(e.name, link));
         if (!next) {
           throw new InvalidEntryError(e.name, `hardlink target ${JSON.stringify(link)} not found`);
@@ -475,6 +496,18 @@ export class EstargzBlob {
     return decodeChunkAsync(this.format, chunk, compressed);
   }
 
+  /**
+   * Decompresses one member once for all the `chunks` it holds (they share one
+   * `compressedOffset`) and verifies each; a chunk that fails gets its error in its place, so a
+   * bad chunk does not take its neighbours with it.
+   */
+  decodeMemberAsync(
+    chunks: readonly Chunk[],
+    compressed: Uint8Array,
+  ): Promise<(Uint8Array | EstargzError)[]> {
+    return decodeMemberAsync(this.format, chunks, compressed);
+  }
+
   /** Fetches, decompresses and verifies one chunk. */
   async readChunk(chunk: Chunk): Promise<Uint8Array> {
     const bytes = await this.reader.read(
@@ -555,6 +588,33 @@ export function decodeChunkAsync(
   });
 }
 
+/** {@link EstargzBlob.decodeMemberAsync}: one inflate of a member for all its chunks. */
+export function decodeMemberAsync(
+  format: BlobFormat,
+  chunks: readonly Chunk[],
+  compressed: Uint8Array,
+): Promise<(Uint8Array | EstargzError)[]> {
+  if (chunks.length === 0) return Promise.resolve([]);
+  // The chunk that ends last bounds what the member may inflate to.
+  const last = chunks.reduce((a, c) =>
+    c.innerOffset + c.chunkSize > a.innerOffset + a.chunkSize ? c : a
+  );
+  return new Promise((resolve) => {
+    const done = (err: Error | null, out: Uint8Array) => {
+      resolve(chunks.map((c) => {
+        if (err) return new ChunkDecodeError(c.path, c.chunkOffset, err.message);
+        try {
+          return checkChunk(c, out);
+        } catch (checkErr) {
+          return checkErr as EstargzError;
+        }
+      }));
+    };
+    if (format === "zstd") zlib.zstdDecompress(compressed, inflateOptions(last, format), done);
+    else zlib.gunzip(compressed, inflateOptions(last, format), done);
+  });
+}
+
 function inflateOptions(chunk: Chunk, format: BlobFormat): zlib.ZlibOptions & zlib.ZstdOptions {
   // Bytes fetched from a registry are not trusted until their digest is checked: cap what an
   // extent may inflate to. Beyond the chunk a member holds only tar headers of the entries that
@@ -583,6 +643,16 @@ function checkChunk(chunk: Chunk, out: Uint8Array): Uint8Array {
     }
   }
   return data;
+}
+
+/** `[start, end)` of the compressed TOC in a blob of `size` bytes. */
+function tocRange(footer: Footer, size: number): [number, number] {
+  const start = footer.tocOffset;
+  const end = footer.format === "zstd"
+    ? start + (footer.tocCompressedSize ?? 0)
+    : size - footer.footerSize;
+  if (end <= start) throw new TocError(`empty TOC region at ${start}`);
+  return [start, end];
 }
 
 function gzipToc(compressed: Uint8Array): Uint8Array {

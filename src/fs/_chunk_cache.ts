@@ -82,6 +82,8 @@ export class ChunkCache {
   readonly #memory: MemoryLru;
   /** Disk entries in least-recently-used-first order, with their sizes. */
   readonly #disk = new Map<string, number>();
+  /** Chunks whose disk write is under way: served from here until the file is in place. */
+  readonly #writing = new Map<string, Uint8Array>();
   #diskBytes = 0;
   readonly #stats = { memoryHits: 0, diskHits: 0, misses: 0, evictions: 0 };
 
@@ -130,7 +132,7 @@ export class ChunkCache {
 
   /** True when the chunk is cached (in memory or on disk); does not count as a use. */
   has(key: string): boolean {
-    return this.#disk.has(key) || this.#memory.has(key);
+    return this.#disk.has(key) || this.#memory.has(key) || this.#writing.has(key);
   }
 
   /** The cached chunk, or undefined. Bytes were verified before they were stored. */
@@ -140,6 +142,11 @@ export class ChunkCache {
       this.#stats.memoryHits++;
       this.#touch(key);
       return hot;
+    }
+    const writing = this.#writing.get(key);
+    if (writing) {
+      this.#stats.memoryHits++;
+      return writing;
     }
     if (!this.#disk.has(key)) {
       this.#stats.misses++;
@@ -160,13 +167,26 @@ export class ChunkCache {
     }
   }
 
-  /** Stores a verified chunk, in memory at once and on disk (atomically: temp file + rename). */
+  /**
+   * Stores a verified chunk: served from memory at once (so that callers need not wait for the
+   * disk), on disk (atomically: temp file + rename) when the promise resolves.
+   */
   async put(key: string, data: Uint8Array): Promise<void> {
     this.#memory.set(key, data);
     if (this.#disk.has(key)) {
       this.#touch(key);
       return;
     }
+    if (this.#writing.has(key)) return;
+    this.#writing.set(key, data);
+    try {
+      await this.#write(key, data);
+    } finally {
+      this.#writing.delete(key);
+    }
+  }
+
+  async #write(key: string, data: Uint8Array): Promise<void> {
     const file = this.#file(key);
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });

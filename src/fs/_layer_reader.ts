@@ -1,11 +1,14 @@
 /**
  * The read path of one layer: (file, offset, length) → the chunks covering it → chunk cache →
  * on a miss, one range request for all missing extents (multi-range when they are not
- * adjacent) → decompress → verify → cache → serve. Unverified bytes are never returned.
+ * adjacent) → decompress (one inflate per member, shared by every reader waiting for any of its
+ * chunks) → verify → serve, the cache write following behind. Unverified bytes are never
+ * returned.
  * Prefetch and background fetch use the same path for whole blob ranges.
  */
 import { createHash } from "node:crypto";
-import type { Chunk, EstargzBlob } from "../estargz/mod.ts";
+import type { Chunk, EstargzBlob, EstargzError } from "../estargz/mod.ts";
+import type { Logger } from "../log/mod.ts";
 import { chunkKey } from "./_chunk_cache.ts";
 import type { ChunkCache } from "./_chunk_cache.ts";
 import type { Range } from "./_regions.ts";
@@ -30,6 +33,14 @@ interface Extent {
 
 /** Ranges adjacent in the blob are fetched as one range; this caps one merged range. */
 const MAX_MERGED_RANGE = 16 << 20;
+/**
+ * Decoded bytes whose cache write may still be under way before decoding waits for the disk:
+ * reads are answered without waiting for their cache write, up to this much.
+ */
+const WRITE_BEHIND_BYTES = 64 << 20;
+
+/** A member's chunks, decoded and verified (or the error of each one that failed). */
+type Decoded = Map<Chunk, Uint8Array | EstargzError>;
 
 /** Reads the files of one layer through the cache. */
 export class LayerReader {
@@ -37,8 +48,11 @@ export class LayerReader {
   readonly fetched = new RegionSet();
   /** Extents sorted by blob offset. */
   readonly #extents: Extent[];
-  readonly #extentOf = new Map<Chunk, Extent>();
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
+  /** Members being decoded: every waiter of any of their chunks shares the one inflate. */
+  readonly #decoding = new Map<Extent, Promise<Decoded>>();
+  readonly #writes = new Set<Promise<void>>();
+  #writeBehind = 0;
 
   /**
    * @param minFetchBytes a miss also fetches the extents that follow it in the blob until the
@@ -51,6 +65,8 @@ export class LayerReader {
     readonly cache: ChunkCache,
     readonly layerDigest: string,
     readonly minFetchBytes = 0,
+    /** Where failed cache writes are reported (the read they came from was answered). */
+    readonly log?: Logger,
   ) {
     const byStart = new Map<number, Extent>();
     for (const [path, node] of blob.nodes()) {
@@ -62,13 +78,25 @@ export class LayerReader {
           byStart.set(c.compressedOffset, ext);
         }
         ext.chunks.push(c);
-        this.#extentOf.set(c, ext);
       }
     }
     this.#extents = [...byStart.values()].sort((a, b) => a.start - b.start);
     this.#extents.forEach((e, i) => (e.index = i));
     // The footer and TOC were fetched to open the blob.
     this.fetched.add(blob.tocOffset, source.size);
+  }
+
+  /** The extent holding `c` (extents start where their chunks' `compressedOffset` says). */
+  #extentOf(c: Chunk): Extent {
+    const list = this.#extents;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].start < c.compressedOffset) lo = mid + 1;
+      else hi = mid;
+    }
+    return list[lo];
   }
 
   /** The cache key of a chunk: its digest, or (for blobs without chunk digests) its position. */
@@ -134,10 +162,11 @@ export class LayerReader {
     );
     const missing = new Set<Extent>();
     chunks.forEach((c, i) => {
-      if (!out[i]) missing.add(this.#extentOf.get(c)!);
+      if (!out[i]) missing.add(this.#extentOf(c));
     });
     if (missing.size === 0) return out as Uint8Array[];
-    const wanted = [...missing];
+    // Members already fetched and being decoded are joined, not fetched again.
+    const wanted = [...missing].filter((e) => !this.#decoding.has(e));
     const ahead = this.#readAhead(wanted);
     const fetching = [...wanted, ...ahead];
     const op = { layer: this.layerDigest };
@@ -153,35 +182,53 @@ export class LayerReader {
     for (const e of ahead) {
       // Neighbours are decoded into the cache after the read is answered; a bad one only
       // fails when something reads it.
-      extentBytes.get(e)!.then((bytes) => this.#decodeAndStore(e, bytes)).catch(() => {});
+      this.#decode(e, extentBytes.get(e)!).catch(() => {});
     }
     await Promise.all(chunks.map(async (c, i) => {
       if (out[i]) return;
-      const ext = this.#extentOf.get(c)!;
-      const bytes = await extentBytes.get(ext)!;
-      out[i] = await this.#decodeAndStore(ext, bytes, c);
+      const ext = this.#extentOf(c);
+      const got = (await (this.#decoding.get(ext) ?? this.#decode(ext, extentBytes.get(ext)!)))
+        .get(c)!;
+      if (!(got instanceof Uint8Array)) throw got;
+      out[i] = got;
     }));
     return out as Uint8Array[];
   }
 
   /**
-   * Decodes every chunk of a fetched extent into the cache (small files packed into one member
-   * arrive together) and returns the bytes of `want`.
+   * Decodes every chunk of a member once `bytes` arrive, shared by all who ask meanwhile, and
+   * stores the ones not yet cached (write-behind: see {@link WRITE_BEHIND_BYTES}).
    */
-  async #decodeAndStore(
-    ext: Extent,
-    bytes: Uint8Array,
-    want?: Chunk,
-  ): Promise<Uint8Array | undefined> {
-    let result: Uint8Array | undefined;
-    for (const c of ext.chunks) {
-      const key = this.keyOf(c);
-      if (c !== want && this.cache.has(key)) continue;
-      const data = await this.blob.decodeChunkAsync(c, bytes);
-      await this.cache.put(key, data);
-      if (c === want) result = data;
-    }
-    return result;
+  #decode(ext: Extent, bytes: Promise<Uint8Array>): Promise<Decoded> {
+    const running = this.#decoding.get(ext);
+    if (running) return running;
+    const p = bytes.then(async (data) => {
+      const results = await this.blob.decodeMemberAsync(ext.chunks, data);
+      const decoded: Decoded = new Map();
+      ext.chunks.forEach((c, i) => {
+        const r = results[i];
+        decoded.set(c, r);
+        const key = this.keyOf(c);
+        if (r instanceof Uint8Array && !this.cache.has(key)) this.#store(key, r);
+      });
+      while (this.#writeBehind > WRITE_BEHIND_BYTES) await Promise.race(this.#writes);
+      return decoded;
+    });
+    this.#decoding.set(ext, p);
+    p.finally(() => this.#decoding.delete(ext)).catch(() => {});
+    return p;
+  }
+
+  /** Writes a chunk to the cache without holding up the read it was decoded for. */
+  #store(key: string, data: Uint8Array): void {
+    this.#writeBehind += data.length;
+    const w: Promise<void> = this.cache.put(key, data)
+      .catch((err) => this.log?.warn("chunk cache write failed", { error: err }))
+      .finally(() => {
+        this.#writeBehind -= data.length;
+        this.#writes.delete(w);
+      });
+    this.#writes.add(w);
   }
 
   /**
@@ -197,7 +244,7 @@ export class LayerReader {
       for (let i = w.index + 1; i < this.#extents.length; i++) {
         const e = this.#extents[i];
         if (end - w.start >= this.minFetchBytes || e.end - w.start > this.minFetchBytes) break;
-        if (e.start !== end || this.#inflight.has(e.start)) break;
+        if (e.start !== end || this.#inflight.has(e.start) || this.#decoding.has(e)) break;
         end = e.end;
         if (taken.has(e) || e.chunks.every((c) => this.cache.has(this.keyOf(c)))) continue;
         taken.add(e);
@@ -262,10 +309,12 @@ export class LayerReader {
         j < wanted.length && wanted[j].start === wanted[j - 1].end &&
         wanted[j].end - wanted[i].start <= maxRange
       ) j++;
-      const group = wanted.slice(i, j);
+      const group = wanted.slice(i, j).filter((e) => !this.#decoding.has(e));
       const bytes = this.#fetchExtents(group);
       for (const e of group) {
-        await this.#decodeAndStore(e, await bytes.get(e)!);
+        for (const r of (await this.#decode(e, bytes.get(e)!)).values()) {
+          if (!(r instanceof Uint8Array)) throw r;
+        }
         fetchedBytes += e.end - e.start;
       }
       i = j;

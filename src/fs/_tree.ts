@@ -115,7 +115,7 @@ export class LayerTree {
   }
 
   #newNode(src: EstargzNode): LayerNode {
-    const xattrs = src.entry?.xattrs ? decodeXattrs(src.entry) : undefined;
+    const xattrs = src.xattrs ? decodeXattrs(src) : undefined;
     const node: LayerNode = {
       id: this.#nodes.length + 1,
       mode: TYPE_BITS[src.type] | (src.mode & 0o7777),

@@ -5,7 +5,6 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ChunkCache, chunkKey, MemoryLru } from "./_chunk_cache.ts";
-import { Flights } from "./_flights.ts";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-cache-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -47,6 +46,20 @@ describe("ChunkCache", () => {
     assert.deepEqual(await reopened.get(x.key), x.data);
     assert.equal(reopened.stats().diskHits, 1);
     assert.equal(reopened.stats().diskBytes, 5000);
+  });
+
+  it("serves a chunk while its disk write is under way, even one too big for memory", async () => {
+    const c = await ChunkCache.open(path.join(tmp, "behind"), {
+      maxDiskBytes: 0,
+      maxMemoryBytes: 0,
+    });
+    const x = chunk(7, 5000);
+    const written = c.put(x.key, x.data);
+    assert.ok(c.has(x.key));
+    assert.deepEqual(await c.get(x.key), x.data);
+    await written;
+    assert.equal(c.stats().diskBytes, 5000);
+    assert.deepEqual(await c.get(x.key), x.data);
   });
 
   it("keeps disk usage under the bound by evicting least recently used chunks", async () => {
@@ -100,19 +113,5 @@ describe("ChunkCache", () => {
     const hex = "a".repeat(64);
     assert.equal(chunkKey(`sha256:${hex}`), hex);
     assert.throws(() => chunkKey("sha256:../../etc/passwd"), /invalid chunk digest/);
-  });
-});
-
-describe("Flights", () => {
-  it("shares one run among concurrent callers and starts anew afterwards", async () => {
-    const f = new Flights<string, number>();
-    let runs = 0;
-    const slow = () => new Promise<number>((r) => setTimeout(() => r(++runs), 20));
-    const results = await Promise.all([f.run("k", slow), f.run("k", slow), f.run("k", slow)]);
-    assert.deepEqual(results, [1, 1, 1]);
-    assert.equal(f.size, 0);
-    assert.equal(await f.run("k", slow), 2);
-    await assert.rejects(f.run("e", () => Promise.reject(new Error("boom"))), /boom/);
-    assert.equal(f.size, 0);
   });
 });

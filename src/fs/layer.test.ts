@@ -122,7 +122,7 @@ describe("Layer", () => {
     const { layer } = await openLayer("noprefetch");
     assert.equal(
       layer.prefetchSize(1 << 30),
-      layer.blob.toc.entries.some((e) => e.name.endsWith(".no.prefetch.landmark"))
+      (await layer.blob.readToc()).entries.some((e) => e.name.endsWith(".no.prefetch.landmark"))
         ? 0
         : layer.reader.dataSize,
     );

@@ -2,6 +2,7 @@
  * One mounted eStargz layer, independent of FUSE: its tree, its read path, its state file,
  * prefetch and background fetch. The FUSE adapter (`_layer_fuse.ts`) serves it.
  */
+import { setImmediate } from "node:timers";
 import type { BlobReader, EstargzBlob } from "../estargz/mod.ts";
 import { NO_PREFETCH_LANDMARK, openBlob, PREFETCH_LANDMARK } from "../estargz/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -42,6 +43,11 @@ export interface LayerOptions {
  */
 const BACKGROUND_WINDOW = 1 << 20;
 
+/** Resolves after the event loop has run what is waiting (I/O callbacks included). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** A layer opened from its blob: tree, read path, state and background work. */
 export class Layer {
   #error: string | undefined;
@@ -62,22 +68,20 @@ export class Layer {
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
   static async open(opts: LayerOptions): Promise<Layer> {
     const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
+    // Each step over a large index takes a while: let other mounts' requests in between.
+    await yieldToEventLoop();
     const tree = new LayerTree(blob);
+    await yieldToEventLoop();
+    const log = opts.log.with({ layer: opts.digest });
     const reader = new LayerReader(
       blob,
       opts.source,
       opts.cache,
       opts.digest,
       opts.minFetchBytes ?? 0,
+      log,
     );
-    return new Layer(
-      opts.digest,
-      blob,
-      tree,
-      reader,
-      opts.scheduler,
-      opts.log.with({ layer: opts.digest }),
-    );
+    return new Layer(opts.digest, blob, tree, reader, opts.scheduler, log);
   }
 
   /** Reads part of a regular file; marks the read as on-demand so background work yields. */
@@ -124,7 +128,7 @@ export class Layer {
   prefetchSize(defaultSize: number): number {
     if (this.blob.entry(NO_PREFETCH_LANDMARK)) return 0;
     const landmark = this.blob.entry(PREFETCH_LANDMARK);
-    if (landmark) return landmark.entry?.offset ?? 0;
+    if (landmark) return landmark.offset;
     return Math.min(Math.max(0, defaultSize), this.reader.dataSize);
   }
 

@@ -157,6 +157,28 @@ describe("LayerReader", () => {
     assert.equal(source.calls.length, 1);
   });
 
+  it("decodes a member once for all concurrent readers of the files packed into it", async () => {
+    const { reader, source, blob } = await open(await makeBlob("member", 4096), "cache-member");
+    const packed = [...files].filter(([p]) => p.startsWith("d/f"));
+    const member = blob.chunks(packed[0][0])[0].compressedOffset;
+    const together = packed.filter(([p]) => blob.chunks(p)[0].compressedOffset === member);
+    assert.ok(together.length > 3, `${together.length} files share the first member`);
+    let decodes = 0;
+    const decode = blob.decodeMemberAsync.bind(blob);
+    blob.decodeMemberAsync = (chunks, bytes) => {
+      decodes++;
+      return decode(chunks, bytes);
+    };
+    const reads = await Promise.all(
+      together.flatMap(([p, data]) =>
+        [0, 1].map(() => reader.read(p, data.length, 0, data.length))
+      ),
+    );
+    reads.forEach((r, i) => same(r, together[i >> 1][1], together[i >> 1][0]));
+    assert.equal(source.calls.length, 1, "one request");
+    assert.equal(decodes, 1, "one decode");
+  });
+
   it("never serves bytes of a corrupted chunk", async () => {
     const blobPath = await makeBlob("corrupt");
     const { blob } = await open(blobPath, "cache-probe");

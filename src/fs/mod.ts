@@ -21,12 +21,8 @@ import { mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
 import { Layer, type LayerState } from "./layer.ts";
 
-export { Layer, type LayerState } from "./layer.ts";
-export { ChunkCache, type ChunkCacheStats } from "./_chunk_cache.ts";
-export { BackgroundScheduler } from "./_background.ts";
-export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fuse.ts";
+export { type BlobMount, type BlobMountOptions, mountBlob } from "./_mount_blob.ts";
 export { rangeSourceOf } from "./_local_source.ts";
-export { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 export type { RangeSource } from "./_layer_reader.ts";
 
 /** A layer that cannot be mounted remotely; the message says why (the snapshotter logs it). */

@@ -13,6 +13,7 @@ import {
 import { openBlob } from "../estargz/mod.ts";
 import { tocOnlyBlob } from "../../test/estargz_fixtures.ts";
 import type { TocEntry } from "../estargz/mod.ts";
+import type { LayerNode } from "./_tree.ts";
 
 const DATA = 4096;
 
@@ -139,5 +140,38 @@ describe("LayerTree", () => {
     assert.equal(t1.node(1), t1.root);
     assert.equal(t1.lookupPath("b")!.id, t2.lookupPath("b")!.id);
     assert.equal(t1.node(999), undefined);
+  });
+
+  it("gives every node the same id in two independent opens of a layer (restart relies on it)", async () => {
+    const entries: TocEntry[] = [
+      { name: "etc/", type: "dir", mode: 0o755 },
+      { name: "etc/conf", type: "reg", size: 5, mode: 0o644 },
+      { name: "etc/hard", type: "hardlink", linkName: "etc/conf" },
+      { name: "etc/.wh.gone", type: "reg", size: 0 },
+      { name: "opaque/.wh..wh..opq", type: "reg", size: 0 },
+      { name: "opaque/x", type: "symlink", linkName: "../etc/conf" },
+      { name: "z/deep/er/file", type: "reg", size: 3 },
+      { name: "dup", type: "reg", size: 1 },
+      { name: "dup", type: "reg", size: 2 },
+      ...Array.from(
+        { length: 50 },
+        (_, i): TocEntry => ({ name: `many/f${i}`, type: "reg", size: i }),
+      ),
+    ];
+    const ids = (t: LayerTree): [string, number][] => {
+      const out: [string, number][] = [];
+      const walk = (p: string, n: LayerNode): void => {
+        out.push([p, n.id]);
+        for (const [name, c] of n.children ?? []) walk(p ? `${p}/${name}` : name, c);
+      };
+      walk("", t.root);
+      return out;
+    };
+    const a = ids(await treeOf(entries));
+    const b = ids(await treeOf(entries));
+    // 13 paths besides many/f*, each a distinct walk position (hardlinks share one id).
+    assert.equal(a.length, 13 + 50);
+    assert.equal(new Set(a.map(([, id]) => id)).size, 13 + 50 - 1);
+    assert.deepEqual(a, b);
   });
 });

@@ -95,6 +95,12 @@ export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;
 export const ATTR_OUT_SIZE = 16 + ATTR_SIZE;
 /** `struct fuse_init_out` size (7.23 and later). */
 export const INIT_OUT_SIZE = 64;
+/** The part of `struct fuse_init_out` a version negotiation answers with (major, minor). */
+export const INIT_VERSION_OUT_SIZE = 8;
+/** `struct fuse_getxattr_out` size (the value's length, when asked for the size only). */
+export const GETXATTR_OUT_SIZE = 8;
+/** `struct fuse_lseek_out` size. */
+export const LSEEK_OUT_SIZE = 8;
 /** `struct fuse_open_out` size. */
 export const OPEN_OUT_SIZE = 16;
 /** `struct fuse_statfs_out` size. */

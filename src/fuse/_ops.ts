@@ -4,18 +4,25 @@
  * (the device buffer is reused by the next read) and answer through the session.
  */
 import {
+  ATTR_OUT_SIZE,
   DIRENT_SIZE,
   DIRENTPLUS_SIZE,
   ENTRY_OUT_SIZE,
+  GETXATTR_OUT_SIZE,
+  INIT_OUT_SIZE,
+  INIT_VERSION_OUT_SIZE,
   InitFlag,
   KERNEL_MINOR_VERSION,
   KERNEL_VERSION,
+  LSEEK_OUT_SIZE,
   MIN_KERNEL_MINOR,
   Op,
+  OPEN_OUT_SIZE,
   OpenFlag,
   OUT_HEADER_SIZE,
   SEEK_DATA,
   SEEK_HOLE,
+  STATFS_OUT_SIZE,
 } from "./_abi.ts";
 import {
   ARGS,
@@ -71,7 +78,7 @@ function replyEntry(s: FuseSession, req: FuseRequest, e: Entry | null | undefine
 
 function replyAttr(s: FuseSession, req: FuseRequest, a: Attr): void {
   writeAttrOut(s.out.view, PAYLOAD, req.nodeid, s.config.attrValid, a);
-  s.replyOut(req, 104);
+  s.replyOut(req, ATTR_OUT_SIZE);
 }
 
 function replyOpen(
@@ -85,7 +92,7 @@ function replyOpen(
   if (dir && s.config.cacheDir) flags |= OpenFlag.CACHE_DIR;
   if (r?.directIo) flags |= OpenFlag.DIRECT_IO;
   writeOpenOut(s.out.view, PAYLOAD, r?.fh ?? 0, flags);
-  s.replyOut(req, 16);
+  s.replyOut(req, OPEN_OUT_SIZE);
 }
 
 function replyEmpty(s: FuseSession, req: FuseRequest): void {
@@ -103,7 +110,7 @@ function replySized(s: FuseSession, req: FuseRequest, size: number, bytes: Uint8
   if (size === 0) {
     s.out.view.setUint32(PAYLOAD, bytes.length, true);
     s.out.view.setUint32(PAYLOAD + 4, 0, true);
-    s.replyOut(req, 8);
+    s.replyOut(req, GETXATTR_OUT_SIZE);
   } else if (size < bytes.length) {
     s.replyError(req, Errno.ERANGE);
   } else {
@@ -249,7 +256,7 @@ function init(s: FuseSession, req: FuseRequest, inBuf: Slab): void {
       timeGran: 0,
       maxPages: 0,
     });
-    s.replyOut(req, 8);
+    s.replyOut(req, INIT_VERSION_OUT_SIZE);
     return;
   }
   if (k.major < KERNEL_VERSION || k.minor < MIN_KERNEL_MINOR) {
@@ -282,7 +289,7 @@ function init(s: FuseSession, req: FuseRequest, inBuf: Slab): void {
     timeGran: 1,
     maxPages: c.maxRead / 4096,
   });
-  s.replyOut(req, 64);
+  s.replyOut(req, INIT_OUT_SIZE);
   s.initialized(`${KERNEL_VERSION}.${minor}`);
 }
 
@@ -421,7 +428,7 @@ const rows: Record<number, OpRow> = {
       const r = s.fs.statfs ? s.fs.statfs(req.nodeid, req) : defaultStatfs;
       s.settle(req, r, (s, req, st) => {
         writeStatfsOut(s.out.view, PAYLOAD, st);
-        s.replyOut(req, 80);
+        s.replyOut(req, STATFS_OUT_SIZE);
       });
     },
   },
@@ -493,7 +500,7 @@ const rows: Record<number, OpRow> = {
       const whence = w === SEEK_DATA ? "data" : "hole";
       const reply = (s: FuseSession, req: FuseRequest, pos: number): void => {
         setU64(s.out.view, PAYLOAD, pos);
-        s.replyOut(req, 8);
+        s.replyOut(req, LSEEK_OUT_SIZE);
       };
       if (s.fs.lseek) {
         return s.settle(req, s.fs.lseek(req.nodeid, fh, offset, whence, req), reply);

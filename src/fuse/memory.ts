@@ -10,22 +10,11 @@ import {
   type FileSystem,
   type NodeId,
   ROOT_ID,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
 } from "./types.ts";
-
-/** File type bits of `mode`. */
-export const S_IFMT = 0o170000;
-/** Directory. */
-export const S_IFDIR = 0o040000;
-/** Regular file. */
-export const S_IFREG = 0o100000;
-/** Symbolic link. */
-export const S_IFLNK = 0o120000;
-/** Character device. */
-export const S_IFCHR = 0o020000;
-/** Block device. */
-export const S_IFBLK = 0o060000;
-/** Named pipe. */
-export const S_IFIFO = 0o010000;
 
 /** Content of `size` bytes that repeats `block` (large files without large memory). */
 export interface RepeatedContent {

@@ -15,12 +15,6 @@ export {
   type OpenResult,
   type RequestContext,
   ROOT_ID,
-  type StatFs,
-} from "./types.ts";
-export {
-  MemoryFileSystem,
-  type NodeOptions,
-  type RepeatedContent,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -28,4 +22,6 @@ export {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
-} from "./memory.ts";
+  type StatFs,
+} from "./types.ts";
+export { MemoryFileSystem, type NodeOptions, type RepeatedContent } from "./memory.ts";

@@ -41,6 +41,15 @@ import {
  * max(8 KiB, 80 + max_write), so the smallest value (4 KiB) keeps every read buffer small.
  */
 const MAX_WRITE = 4096;
+/**
+ * Timeouts (seconds) from which directory listings are cached by default. A cached listing
+ * (FOPEN_CACHE_DIR) is replayed without READDIRPLUS, so nothing refreshes its entries: once they
+ * expired, every name listed costs a LOOKUP (100k LOOKUPs on a second `find -ls` over 100k
+ * entries with 1 s timeouts, against 4 requests per directory when READDIRPLUS refreshes them).
+ * With long timeouts the entries are still valid when the listing is replayed, and the cache
+ * saves the READDIRPLUS requests (2.0k instead of 4.0k requests for the same walk).
+ */
+const LONG_TIMEOUT = 60;
 /** Reply buffers up to this size come from the small pool (most replies and 4 KiB reads). */
 const SMALL_REPLY = 64 * 1024;
 
@@ -145,14 +154,15 @@ export class FuseSession {
     opts: MountOptions,
   ) {
     const entry = opts.entryTimeout ?? 3600;
+    const attr = opts.attrTimeout ?? 3600;
     const maxRead = Math.max(4096, Math.floor((opts.maxRead ?? 1 << 20) / 4096) * 4096);
     this.config = {
       entryValid: timeout(entry),
-      attrValid: timeout(opts.attrTimeout ?? 3600),
+      attrValid: timeout(attr),
       negativeValid: timeout(opts.negativeTimeout ?? entry),
       keepCache: opts.keepCache ?? true,
-      cacheDir: opts.cacheDir ?? true,
-      readdirPlus: opts.readdirPlus ?? "auto",
+      cacheDir: opts.cacheDir ?? (entry >= LONG_TIMEOUT && attr >= LONG_TIMEOUT),
+      readdirPlus: opts.readdirPlus ?? "always",
       maxRead,
       maxReadahead: opts.maxReadahead ?? 1 << 20,
       maxWrite: MAX_WRITE,
