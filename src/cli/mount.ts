@@ -113,6 +113,7 @@ export const mountCommand: Command = {
     }
 
     let blob: RangeSource & BlobReader;
+    let tail: Uint8Array | undefined;
     let digest: string;
     let tocDigest = str(flags, "toc-digest");
     let closeBlob = async () => {};
@@ -134,7 +135,9 @@ export const mountCommand: Command = {
         tocDigest = image.layers.find((l) => l.digest === layerDigest)?.annotations
           ?.[TOC_DIGEST_LABEL];
       }
-      blob = await registry.openBlob(source, layerDigest);
+      const remote = await registry.openBlob(source, layerDigest);
+      tail = remote.takeTail();
+      blob = remote;
       digest = layerDigest;
     }
     if (tocDigest === undefined) {
@@ -153,6 +156,7 @@ export const mountCommand: Command = {
         digest,
         source: blob,
         expectedTocDigest: tocDigest,
+        tail,
         cache,
         scheduler: backgroundScheduler(config),
         log,

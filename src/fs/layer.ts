@@ -28,6 +28,8 @@ export interface LayerOptions {
   source: RangeSource & BlobReader;
   /** Refuse the layer unless its TOC digest equals this. */
   expectedTocDigest?: string;
+  /** The blob's last bytes when locating it already fetched them (footer and TOC are there). */
+  tail?: Uint8Array;
   cache: ChunkCache;
   scheduler: BackgroundScheduler;
   log: Logger;
@@ -60,7 +62,10 @@ export class Layer {
 
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
   static async open(opts: LayerOptions): Promise<Layer> {
-    const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
+    const blob = await openBlob(opts.source, {
+      expectedTocDigest: opts.expectedTocDigest,
+      tail: opts.tail,
+    });
     const tree = new LayerTree(blob);
     const reader = new LayerReader(
       blob,

@@ -118,6 +118,7 @@ export class LayerFileSystem {
       digest,
       source: blob,
       expectedTocDigest,
+      tail: blob.takeTail(),
       cache: this.cache,
       scheduler: this.scheduler,
       log: this.opts.log,
