@@ -108,12 +108,18 @@ export class LayerFileSystem {
     return this.#open(ref, digest, expectedTocDigest);
   }
 
+  /**
+   * Locates the blob, then (once `after` settles) inflates, parses and indexes its TOC: a
+   * neighbour's request goes out at once, its CPU work waits for the mount being served.
+   */
   async #open(
     ref: string,
     digest: string,
     expectedTocDigest: string | undefined,
+    after?: Promise<void>,
   ): Promise<Resolved> {
     const blob = await this.opts.registry.openBlob(ref, digest);
+    await after;
     const layer = await Layer.open({
       digest,
       source: blob,
@@ -132,7 +138,12 @@ export class LayerFileSystem {
   }
 
   /** Opens the image's other layers in the background, so their Prepare mounts at once. */
-  #resolveNeighbours(ref: string, self: string, layers: readonly string[]): void {
+  #resolveNeighbours(
+    ref: string,
+    self: string,
+    layers: readonly string[],
+    after: Promise<void>,
+  ): void {
     const now = Date.now();
     for (const [d, p] of this.#resolved) {
       p.then((r) => {
@@ -149,7 +160,7 @@ export class LayerFileSystem {
         [...this.#mounts.values()].some((m) => m.layer.digest === d)
       ) continue;
       // The TOC digest of a neighbour is unknown here: it is checked when its Prepare arrives.
-      const p = this.#open(ref, d, undefined);
+      const p = this.#open(ref, d, undefined, after);
       // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
       // the digests in their TOC, and their TOC against the label when their Prepare comes.
       p.then(
@@ -167,14 +178,28 @@ export class LayerFileSystem {
     const expected = this.#verification(labels);
     const log = this.opts.log.with({ layer: src.digest, ref: src.ref });
     const c = this.opts.config;
-    this.#resolveNeighbours(src.ref, src.digest, src.layers);
-    const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
+    // Parsing a neighbour's TOC on this thread while this layer's TOC is parsed or its FUSE INIT
+    // awaits an answer would delay the Prepare containerd is waiting for.
+    let served!: () => void;
+    this.#resolveNeighbours(
+      src.ref,
+      src.digest,
+      src.layers,
+      new Promise<void>((r) => (served = r)),
+    );
+    let layer: Layer;
+    let blob: RemoteBlob;
     let mount: LayerMount;
     try {
-      mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
-    } catch (err) {
-      layer.close();
-      throw err;
+      ({ layer, blob } = await this.#resolve(src.ref, src.digest, expected));
+      try {
+        mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
+      } catch (err) {
+        layer.close();
+        throw err;
+      }
+    } finally {
+      served();
     }
     const label = Number(labels[PREFETCH_SIZE_LABEL]);
     const prefetch = startFetching(layer, c, {
