@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultConfig } from "../src/config/mod.ts";
 import type { Config } from "../src/config/mod.ts";
-import { LayerFileSystem, LayerMountError } from "../src/fs/mod.ts";
+import { LayerFileSystem, LayerMountError, ProfileStore } from "../src/fs/mod.ts";
 import {
   SKIP_VERIFY_LABEL,
   STARGZ_DIGEST_LABEL,
@@ -284,6 +284,64 @@ describe("LayerFileSystem", () => {
     assert.ok(m, sent[1]);
     assert.equal(Number(m[2]), size - 101, "the second read ends where the first began");
     assert.equal((await ok(["cat", path.join(mp, "file2")])).length, 8000);
+    await lfs.close();
+  });
+
+  it("records the files a first mount reads and prefetches them when the layer is mounted again", async () => {
+    const digest = image.layers[0].digest;
+    const labels = labelsFor(0, { [STARGZ_LAYERS_LABEL]: digest });
+    const first = await layerFs("learn", config(mountOnly));
+    const mp1 = mountpoint("learn-1");
+    await first.mount(mp1, labels);
+    assert.equal(first.mounted()[0].startup.recording, true);
+    assert.equal((await ok(["cat", path.join(mp1, "file0")])).length, 8000);
+    // Closing ends the recording early (a short-lived container) and saves it.
+    await first.close();
+
+    // A restart with the cache gone: only the profile store is left under the root.
+    fs.rmSync(path.join(tmp, "learn", "cache"), { recursive: true, force: true });
+    const again = await layerFs("learn", config(mountOnly));
+    assert.deepEqual(again.profiles?.list().map((p) => [p.layer, p.files]), [[digest, 1]]);
+    const mp2 = mountpoint("learn-2");
+    await again.mount(mp2, labels);
+    const deadline = Date.now() + 10_000;
+    while (!again.mounted()[0].startup.profile?.done && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const replay = again.mounted()[0].startup.profile;
+    assert.equal(replay?.found, 1);
+    assert.ok((replay?.bytes ?? 0) > 0, "the profiled file was fetched before any read");
+    const gets = blobGets(digest);
+    assert.equal((await ok(["cat", path.join(mp2, "file0")])).length, 8000);
+    assert.equal(blobGets(digest), gets, "the read needed no request");
+    const startup = again.mounted()[0].startup;
+    assert.equal(startup.recording, false, "a layer with a profile is not recorded again");
+    assert.ok((startup.fetchedBeforeFirstRead ?? 0) >= (replay?.bytes ?? 0));
+    await again.close();
+  });
+
+  it("mounts and reads correctly with a profile naming files the layer does not hold", async () => {
+    const digest = image.layers[1].digest;
+    const root = path.join(tmp, "foreign");
+    fs.mkdirSync(root, { recursive: true });
+    const store = ProfileStore.open(root, 10);
+    store.save(digest, ["no/such/file", "file0", "", "../../etc/passwd"]);
+    store.close();
+    const lfs = await layerFs("foreign", config(mountOnly));
+    const mp = mountpoint("foreign");
+    await lfs.mount(mp, labelsFor(1, { [STARGZ_LAYERS_LABEL]: digest }));
+    const deadline = Date.now() + 10_000;
+    while (!lfs.mounted()[0].startup.profile?.done && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(lfs.mounted()[0].startup.profile, {
+      files: 4,
+      found: 0,
+      bytes: 0,
+      done: true,
+    });
+    assert.equal(await ok(["cat", path.join(mp, "file1")]), "layer 1\n".repeat(1000));
+    assert.equal(lfs.mounted()[0].state.error, undefined);
     await lfs.close();
   });
 });

@@ -99,6 +99,7 @@ export const serveCommand: Command = {
           cache: () => ({ ...layers.cache.stats() }),
           snapshots: () => daemon.snapshotter.list(),
           restore: () => daemon.snapshotter.restoreStatus(),
+          profiles: () => layers.profiles?.list() ?? [],
         },
         log,
         { metrics: !config.no_prometheus },

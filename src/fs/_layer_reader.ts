@@ -255,6 +255,29 @@ export class LayerReader {
     return fetchedBytes;
   }
 
+  /**
+   * Fetches the extents holding `chunks` that are not cached, all in one batch (one multi-range
+   * request where the registry allows), decodes them into the cache, and returns the number of
+   * compressed bytes fetched. Extents already being fetched are joined, not fetched twice.
+   */
+  async fetchChunks(chunks: readonly Chunk[]): Promise<number> {
+    const wanted = new Set<Extent>();
+    for (const c of chunks) {
+      const e = this.#extentOf.get(c);
+      if (e && !wanted.has(e) && e.chunks.some((x) => !this.cache.has(this.keyOf(x)))) {
+        wanted.add(e);
+      }
+    }
+    const list = [...wanted];
+    const bytes = this.#fetchExtents(list);
+    let fetchedBytes = 0;
+    await Promise.all(list.map(async (e) => {
+      await this.#decodeAndStore(e, await bytes.get(e)!);
+      fetchedBytes += e.end - e.start;
+    }));
+    return fetchedBytes;
+  }
+
   /** The extents' blob ranges that are not yet fetched (for background fetch planning). */
   unfetched(): Range[] {
     return this.fetched.missing(0, this.blob.tocOffset);

@@ -19,8 +19,10 @@ import { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "
 import { mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
 import { Layer } from "./layer.ts";
+import { ProfileStore } from "./_profiles.ts";
 
-export { Layer, type LayerState } from "./layer.ts";
+export { Layer, type LayerStartup, type LayerState } from "./layer.ts";
+export { ProfileStore, type ProfileSummary } from "./_profiles.ts";
 export { ChunkCache, type ChunkCacheStats } from "./_chunk_cache.ts";
 export { BackgroundScheduler } from "./_background.ts";
 export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fuse.ts";
@@ -71,12 +73,47 @@ export class LayerFileSystem {
     readonly opts: LayerFileSystemOptions,
     readonly cache: ChunkCache,
     readonly scheduler: BackgroundScheduler,
+    /** Learned prefetch profiles (undefined when `[prefetch_profile] enabled` is off). */
+    readonly profiles: ProfileStore | undefined,
   ) {}
 
-  /** Opens the chunk cache and the background scheduler. */
+  /** Opens the chunk cache, the background scheduler and the profile store. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
     const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
-    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
+    const p = opts.config.prefetch_profile;
+    const profiles = p.enabled ? ProfileStore.open(opts.root, p.max_profiles) : undefined;
+    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), profiles);
+  }
+
+  /**
+   * Starts the layer's learned prefetch when a profile of its digest exists, else records one
+   * from its first reads. A store that fails only costs the hint, never the mount.
+   */
+  #learn(layer: Layer): void {
+    const store = this.profiles;
+    if (!store) return;
+    const log = this.opts.log.with({ layer: layer.digest });
+    let files: string[] | undefined;
+    try {
+      files = store.files(layer.digest);
+    } catch (err) {
+      log.warn("prefetch profile unreadable", { error: err });
+      return;
+    }
+    if (files) {
+      layer.replayProfile(files);
+      return;
+    }
+    const p = this.opts.config.prefetch_profile;
+    layer.recordReads(p.window_sec * 1000, p.max_files, (recorded) => {
+      if (recorded.length === 0) return;
+      try {
+        store.save(layer.digest, recorded);
+        log.info("prefetch profile recorded", { files: recorded.length });
+      } catch (err) {
+        log.warn("prefetch profile not saved", { error: err });
+      }
+    });
   }
 
   #verification(labels: Record<string, string>): string | undefined {
@@ -130,6 +167,7 @@ export class LayerFileSystem {
       log: this.opts.log,
       minFetchBytes: this.opts.config.blob.chunk_size,
     });
+    this.#learn(layer);
     return {
       layer,
       blob,
@@ -264,16 +302,26 @@ export class LayerFileSystem {
   }
 
   /** The mounted layers, for the admin view. */
-  mounted(): { mountpoint: string; digest: string; state: ReturnType<Layer["state"]> }[] {
+  mounted(): {
+    mountpoint: string;
+    digest: string;
+    state: ReturnType<Layer["state"]>;
+    startup: ReturnType<Layer["startup"]>;
+  }[] {
     return [...this.#mounts].map(([mountpoint, m]) => ({
       mountpoint,
       digest: m.layer.digest,
       state: m.layer.state(),
+      startup: m.layer.startup(),
     }));
   }
 
-  /** Unmounts every layer (daemon shutdown). */
+  /** Unmounts every layer (daemon shutdown); recordings in progress are saved first. */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    for (const p of this.#resolved.values()) p.then((r) => r.layer.close(), () => {});
+    await Promise.allSettled(this.#resolved.values());
+    this.#resolved.clear();
+    this.profiles?.close();
   }
 }

@@ -9,6 +9,7 @@
  *   GET /v1/snapshots       snapshots with kind, parent and labels
  *   GET /v1/restore         remote snapshots still being restored after a restart, and those
  *                           that could not be (with the error)
+ *   GET /v1/profiles        learned prefetch profiles (layer digest, file count, when recorded)
  *   GET /metrics            the same numbers in Prometheus text format (off with `no_prometheus`)
  */
 import { Hono } from "hono";
@@ -28,6 +29,8 @@ export interface AdminLayer {
     fetchedPercent: number;
     error?: string;
   };
+  /** Bytes local at the container's first read; the learned profile replayed or recorded. */
+  startup?: unknown;
 }
 
 /** Where the admin API gets its numbers; every function is called per request. */
@@ -36,6 +39,8 @@ export interface AdminSources {
   cache(): Record<string, number>;
   snapshots(): Promise<unknown[]>;
   restore(): { pending: string[]; failed: { name: string; mountpoint: string; error: string }[] };
+  /** Learned prefetch profiles (none when the feature is off). */
+  profiles?(): unknown[];
 }
 
 /** The hono application (exported for tests that call `app.request`). */
@@ -46,6 +51,7 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
   app.get("/v1/cache", (c) => c.json(src.cache()));
   app.get("/v1/snapshots", async (c) => c.json(await src.snapshots()));
   app.get("/v1/restore", (c) => c.json(src.restore()));
+  app.get("/v1/profiles", (c) => c.json(src.profiles?.() ?? []));
   if (opts.metrics === false) return app;
   app.get("/metrics", (c) => {
     const lines: string[] = [];
