@@ -3,7 +3,8 @@
  * through CRI and runs a container with runc; the daemon records which files each layer served
  * in the container's first seconds. A second daemon on a fresh root that kept only the profile
  * store (and a fresh containerd) prefetches those files when it mounts the layers, so they are
- * local before the container's first read.
+ * local before the container's first read. `stargz optimize --profile` turns the same profiles
+ * into an image whose recorded files sit before `.prefetch.landmark`.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -15,6 +16,8 @@ import * as path from "node:path";
 import { cleanupDir, startContainerd, startStargz, waitUntil } from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull } from "./_cri.ts";
+import { openBlob } from "../src/estargz/mod.ts";
+import { runCli } from "./_cli.ts";
 import { estargzLayer, makeBusyboxRoot, patternBytes, pushLayers, tarDir } from "./_images.ts";
 import { startRegistry } from "./_registry.ts";
 import type { PushedImage, TestRegistry } from "./_registry.ts";
@@ -49,6 +52,7 @@ function adminGet<T>(socket: string, p: string): Promise<T> {
 async function start(
   sub: string,
   root: string,
+  extraConfig = "",
 ): Promise<{ daemon: StargzProcess; ctd: Containerd; admin: string; stop(): Promise<void> }> {
   const d = path.join(dir, sub);
   fs.mkdirSync(d, { recursive: true });
@@ -56,7 +60,7 @@ async function start(
   const config = path.join(d, "config.toml");
   fs.writeFileSync(
     config,
-    `[admin]\naddress = "${admin}"\n\n[prefetch_profile]\nwindow_sec = 2\n`,
+    `${extraConfig}[admin]\naddress = "${admin}"\n\n[prefetch_profile]\nwindow_sec = 2\n`,
   );
   const daemon = await startStargz({ dir: d, root, args: ["--config", config] });
   const ctd = await startContainerd({ dir: d, snapshotterAddress: daemon.address });
@@ -71,13 +75,13 @@ async function start(
   };
 }
 
-const runIn = (ctd: Containerd): Promise<string> =>
+const runIn = (ctd: Containerd, ref = image.ref): Promise<string> =>
   ctd.ctrOk([
     "run",
     "--rm",
     "--snapshotter",
     "stargz",
-    image.ref,
+    ref,
     `learn-${randomUUID().slice(0, 8)}`,
     "/bin/sh",
     "-c",
@@ -166,6 +170,69 @@ describe("learned prefetch with containerd", () => {
       for (const l of layers) assert.equal(l.startup.recording, false);
     } finally {
       await second.stop();
+    }
+  });
+
+  it("optimize writes the recorded files before the prefetch landmark; the image verifies, runs and prefetches them", async () => {
+    // The profiles recorded by the first daemon of the test above.
+    const dst = `${reg!.host}/learn/app:optimized`;
+    const r = await runCli(["optimize", "--profile", path.join(dir, "root1"), image.ref, dst]);
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = await (await fetch(`${reg!.url}/v2/learn/app/manifests/optimized`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    })).json() as { layers: { digest: string; annotations: Record<string, string> }[] };
+    const data = manifest.layers[1];
+    const blobFile = path.join(dir, "optimized-data.blob");
+    fs.writeFileSync(
+      blobFile,
+      new Uint8Array(
+        await (await fetch(`${reg!.url}/v2/learn/app/blobs/${data.digest}`)).arrayBuffer(),
+      ),
+    );
+    const tocDigest = data.annotations["containerd.io/snapshot/stargz/toc.digest"];
+    const verify = await runCli(["verify", "--toc-digest", tocDigest, blobFile]);
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.equal(JSON.parse(verify.stdout).ok, true);
+    const bytes = fs.readFileSync(blobFile);
+    const blob = await openBlob({
+      size: bytes.length,
+      read: (o, l) => Promise.resolve(new Uint8Array(bytes.subarray(o, o + l))),
+    });
+    const names = blob.toc.entries.filter((e) => e.type !== "chunk").map((e) => e.name);
+    const landmark = names.indexOf(".prefetch.landmark");
+    assert.ok(landmark > 0, names.join(" "));
+    for (const f of ["data/hello", "data/big"]) {
+      assert.ok(names.indexOf(f) < landmark, `${f} before the landmark: ${names.join(" ")}`);
+    }
+    assert.ok(names.indexOf("data/unused") > landmark, "a file never read stays after it");
+
+    // A daemon without profiles and without background fetch: what is local is the landmark's.
+    const third = await start(
+      "three",
+      path.join(dir, "root3"),
+      "no_background_fetch = true\n\n",
+    );
+    try {
+      await criPull(third.ctd.address, dst);
+      const landmarkOffset = blob.entry(".prefetch.landmark")!.entry!.offset!;
+      await waitUntil(
+        async () =>
+          (await adminGet<(AdminLayer & { state: { fetchedSize: number } })[]>(
+            third.admin,
+            "/v1/layers",
+          )).some((l) => l.digest === data.digest && l.state.fetchedSize >= landmarkOffset),
+        30_000,
+        "the landmark prefetch",
+      );
+      assert.equal(await runIn(third.ctd, dst), `hello learned\n${bigSum}  /data/big\n`);
+      const layer = (await adminGet<AdminLayer[]>(third.admin, "/v1/layers"))
+        .find((l) => l.digest === data.digest)!;
+      assert.ok(
+        (layer.startup.fetchedBeforeFirstRead ?? 0) >= landmarkOffset,
+        JSON.stringify(layer.startup),
+      );
+    } finally {
+      await third.stop();
     }
   });
 });

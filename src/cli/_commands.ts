@@ -3,6 +3,7 @@ import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
 import { inspectCommand } from "./inspect.ts";
 import { mountCommand } from "./mount.ts";
+import { optimizeCommand } from "./optimize.ts";
 import { serveCommand } from "./serve.ts";
 import { getTocDigestCommand, tocCommand, verifyCommand } from "./toc.ts";
 
@@ -11,6 +12,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   configCommand,
   convertCommand,
+  optimizeCommand,
   inspectCommand,
   mountCommand,
   getTocDigestCommand,
