@@ -587,7 +587,8 @@ async function coldRun(
     await ctd?.stop();
     await daemon?.stop();
     if (opts.harvestProfiles && daemon) {
-      for (const f of await fs.readdir(daemon.root)) {
+      // Undo steps run again at exit, when the root is gone: nothing to copy then.
+      for (const f of await fs.readdir(daemon.root).catch(() => [])) {
         if (isProfileFile(f)) {
           await fs.copyFile(path.join(daemon.root, f), path.join(opts.harvestProfiles, f));
         }
