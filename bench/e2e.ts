@@ -78,14 +78,18 @@ const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
  * full: the plain gzip image, pulled and unpacked whole by containerd.
  */
 type Mode = "lazy" | "prefetch" | "learned" | "optimized" | "go-lazy" | "go-opt" | "full";
-const MODES: readonly Mode[] = [
+/** `--modes a,b`: only these (the summary then names only what was measured). */
+const ONLY = process.argv.includes("--modes")
+  ? new Set(process.argv[process.argv.indexOf("--modes") + 1].split(","))
+  : undefined;
+const MODES: readonly Mode[] = ([
   ...(WITH_GO ? ["go-lazy", "go-opt"] as const : []),
   "lazy",
   "learned",
   "optimized",
   "prefetch",
   "full",
-];
+] as const).filter((m) => !ONLY || ONLY.has(m));
 const MODE_LABEL: Record<Mode, string> = {
   lazy: "stargz (lazy, eStargz)",
   prefetch: "stargz (eStargz + prefetch landmark)",
@@ -856,7 +860,7 @@ try {
   const rows = [];
   const summary: Record<string, number> = {};
   for (const [name, r] of Object.entries(results)) {
-    const first = (mode: Mode) => median(r[mode].map((s) => s.firstLineS));
+    const first = (mode: Mode) => median((r[mode] ?? []).map((s) => s.firstLineS));
     const full = first("full");
     for (const mode of MODES) {
       const samples = r[mode];
@@ -881,17 +885,18 @@ try {
   }
   // The earlier keys first, then the prefetch variants, then the Go reference's.
   for (const name of Object.keys(results)) {
-    const first = (mode: Mode) => median(results[name][mode].map((s) => s.firstLineS));
+    const first = (mode: Mode) => median((results[name][mode] ?? []).map((s) => s.firstLineS));
     summary[`${name}_prefetch_s`] = first("prefetch");
     summary[`${name}_prefetch_ratio`] = first("prefetch") / summary[`${name}_full_s`];
     summary[`${name}_learned_s`] = first("learned");
     summary[`${name}_optimized_s`] = first("optimized");
   }
-  const shapedReq = (mode: Mode) => median(results.shaped[mode].map((s) => s.requests ?? 0));
+  const shapedReq = (mode: Mode) =>
+    median((results.shaped[mode] ?? []).map((s) => s.requests ?? 0));
   summary.shaped_requests_per_mount = shapedReq("lazy");
   if (WITH_GO) {
     for (const name of Object.keys(results)) {
-      const first = (mode: Mode) => median(results[name][mode].map((s) => s.firstLineS));
+      const first = (mode: Mode) => median((results[name][mode] ?? []).map((s) => s.firstLineS));
       summary[`${name}_go_s`] = first("go-lazy");
       summary[`${name}_go_opt_s`] = first("go-opt");
       summary[`${name}_vs_go_ratio`] = first("lazy") / first("go-lazy");
@@ -899,7 +904,7 @@ try {
       summary[`${name}_learned_vs_go_opt_ratio`] = first("learned") / first("go-opt");
       summary[`${name}_optimized_vs_go_opt_ratio`] = first("optimized") / first("go-opt");
     }
-    const mb = (mode: Mode) => median(results.shaped[mode].map((s) => s.fetchedMB ?? 0));
+    const mb = (mode: Mode) => median((results.shaped[mode] ?? []).map((s) => s.fetchedMB ?? 0));
     summary.bytes_vs_go_ratio = mb("lazy") / mb("go-lazy");
     summary.shaped_go_requests_per_mount = shapedReq("go-lazy");
   }
@@ -914,7 +919,11 @@ try {
     "vs full",
     "vs Go",
   ], rows);
-  printResult("e2e", summary);
+  // A run limited by --modes leaves out the keys of what it did not measure.
+  printResult(
+    "e2e",
+    Object.fromEntries(Object.entries(summary).filter(([, v]) => Number.isFinite(v))),
+  );
 } finally {
   await cleanupAll();
 }

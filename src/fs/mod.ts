@@ -167,7 +167,6 @@ export class LayerFileSystem {
       log: this.opts.log,
       minFetchBytes: this.opts.config.blob.chunk_size,
     });
-    this.#learn(layer);
     return {
       layer,
       blob,
@@ -202,7 +201,10 @@ export class LayerFileSystem {
       // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
       // the digests in their TOC, and their TOC against the label when their Prepare comes.
       p.then(
-        (r) => startFetching(r.layer, c, { background: false }),
+        (r) => {
+          this.#learn(r.layer);
+          startFetching(r.layer, c, { background: false });
+        },
         () => this.#resolved.delete(d),
       );
       this.#resolved.set(d, p);
@@ -239,6 +241,9 @@ export class LayerFileSystem {
     } finally {
       served();
     }
+    // After the mount is served, like the neighbours' work: the replay's decoding would
+    // otherwise run while containerd still waits for this Prepare.
+    this.#learn(layer);
     const label = Number(labels[PREFETCH_SIZE_LABEL]);
     const prefetch = startFetching(layer, c, {
       prefetchSize: Number.isFinite(label) && label > 0 ? label : undefined,
