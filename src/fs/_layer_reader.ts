@@ -268,13 +268,15 @@ export class LayerReader {
         wanted.add(e);
       }
     }
-    const list = [...wanted];
+    const list = [...wanted].sort((a, b) => a.start - b.start);
     const bytes = this.#fetchExtents(list);
     let fetchedBytes = 0;
-    await Promise.all(list.map(async (e) => {
+    // One extent at a time, as prefetch does: decoding them all at once would fill the runtime's
+    // thread pool, and the snapshotter's file system calls wait in that same pool.
+    for (const e of list) {
       await this.#decodeAndStore(e, await bytes.get(e)!);
       fetchedBytes += e.end - e.start;
-    }));
+    }
     return fetchedBytes;
   }
 
