@@ -46,7 +46,23 @@ export interface ShapedRegistry {
   readonly directUrl: string;
   /** How the link was built, for the report. */
   readonly description: string;
+  /** Blob requests (GET or HEAD of `/v2/…/blobs/…`) sent through the link so far. */
+  readonly blobRequests: number;
   stop(): Promise<void>;
+}
+
+/**
+ * Counts HTTP request lines in a client's byte stream. GET and HEAD have no body, so every
+ * request starts a line; a line split across chunks is joined from the carried tail.
+ */
+function requestLineCounter(onRequest: (line: string) => void): (d: Buffer) => void {
+  let carry = "";
+  return (d) => {
+    const text = carry + d.toString("latin1");
+    const lines = text.split("\r\n");
+    carry = lines.pop()!.slice(-512);
+    for (const l of lines) if (/^(GET|HEAD) \S+ HTTP\/1\.[01]$/.test(l)) onRequest(l);
+  };
 }
 
 /** One direction of a forwarded connection: chunks leave `delayMs` after they arrived, in order. */
@@ -93,6 +109,7 @@ function pipeDelayed(src: net.Socket, dst: net.Socket, delayMs: number): void {
 async function startDelayForwarder(
   target: { host: string; port: number },
   rttMs: number,
+  onRequest: (line: string) => void,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -106,6 +123,7 @@ async function startDelayForwarder(
       upstream.once("close", () => sockets.delete(upstream));
       upstream.setNoDelay(true);
       client.setNoDelay(true);
+      client.on("data", requestLineCounter(onRequest));
       pipeDelayed(client, upstream, rttMs / 2);
       pipeDelayed(upstream, client, rttMs / 2);
       client.resume();
@@ -153,6 +171,7 @@ export async function startShapedRegistry(opts: ShapedRegistryOptions): Promise<
   let dir: string | undefined;
   let registry: ChildProcess | undefined;
   let forwarder: Awaited<ReturnType<typeof startDelayForwarder>> | undefined;
+  let blobRequests = 0;
   const stop = async (): Promise<void> => {
     await forwarder?.close();
     if (registry && registry.exitCode === null && registry.signalCode === null) {
@@ -202,7 +221,9 @@ export async function startShapedRegistry(opts: ShapedRegistryOptions): Promise<
     let log = "";
     registry.stderr!.on("data", (d) => (log = (log + d).slice(-2000)));
     await waitHttp(`http://${nsIp}:5000/v2/`, registry, () => log);
-    forwarder = await startDelayForwarder({ host: nsIp, port: 5000 }, opts.rttMs);
+    forwarder = await startDelayForwarder({ host: nsIp, port: 5000 }, opts.rttMs, (line) => {
+      if (/^\S+ \/v2\/.*\/blobs\//.test(line)) blobRequests++;
+    });
   } catch (err) {
     await stop();
     throw err;
@@ -214,6 +235,9 @@ export async function startShapedRegistry(opts: ShapedRegistryOptions): Promise<
       `tbf rate ${opts.rateMbit}mbit burst 128kb latency 50ms on both ends, ` +
       `forwarder 127.0.0.1:${forwarder.port} adding ${opts.rttMs / 2} ms each way ` +
       `and ${opts.rttMs} ms per new connection`,
+    get blobRequests() {
+      return blobRequests;
+    },
     stop,
   };
 }

@@ -8,18 +8,25 @@
  * - ours with prefetch: the same, from an eStargz blob whose prioritized files are the files the
  *   command opens (traced with strace at build time), placed before `.prefetch.landmark`;
  * - overlayfs (full): the plain gzip image of the same tar, CRI `PullImage` through a containerd
- *   whose CRI snapshotter is `overlayfs`, then `ctr run --snapshotter overlayfs`.
+ *   whose CRI snapshotter is `overlayfs`, then `ctr run --snapshotter overlayfs`;
+ * - ours with a learned profile: the lazy image, on a fresh root that holds only the prefetch
+ *   profile store recorded by one earlier run of the command;
+ * - ours on `stargz optimize`: the lazy image rewritten from that profile (files before the
+ *   landmark);
+ * - with `STARGZ_REF_BIN` (upstream's daemon, `../shared/ref-go`) and its `ctr-remote` beside it
+ *   (or `CTR_REMOTE`): the Go reference on the lazy image, and on the image
+ *   `ctr-remote image optimize` makes of it by running the command.
  *
  * Every run is cold: a fresh containerd root and, for ours, a fresh daemon root (no content, no
  * snapshots, no chunk cache), started before the clock starts. Both run on loopback and through
  * a shaped link (`_link.ts`: veth + tbf for the rate, a delaying forwarder for the RTT).
  *
- * `npm run bench -- e2e [--runs N] [--rate MBIT] [--rtt MS]`
+ * `[STARGZ_REF_BIN=/tmp/stargz-ref/containerd-stargz-grpc] npm run bench -- e2e [--runs N]
+ * [--rate MBIT] [--rtt MS]`
  */
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { setTimeout } from "node:timers";
@@ -32,10 +39,10 @@ import {
   startStargz,
   waitUntil,
 } from "../test/_containerd.ts";
-import type { StargzProcess } from "../test/_containerd.ts";
 import { criPull } from "../test/_cri.ts";
 import { estargzLayer, plainLayer, tarDir } from "../test/_images.ts";
 import type { BuiltLayer } from "../test/_images.ts";
+import { runCli } from "../test/_cli.ts";
 import { pushImage, startRegistry } from "../test/_registry.ts";
 import type { PushedImage, TestRegistry } from "../test/_registry.ts";
 import { startShapedRegistry } from "./_link.ts";
@@ -53,6 +60,13 @@ const RATE_MBIT = flag("rate", 100);
 const RTT_MS = flag("rtt", 20);
 const SUITE = "bookworm";
 const COMMAND = ["python3", "-c", "print(1)"];
+/** Upstream's daemon and client, when built (`../shared/ref-go/build.sh`). */
+const GO_BIN = process.env.STARGZ_REF_BIN;
+const CTR_REMOTE = process.env.CTR_REMOTE ??
+  (GO_BIN && path.join(path.dirname(GO_BIN), "ctr-remote"));
+const WITH_GO = await Promise.all(
+  [GO_BIN, CTR_REMOTE].map((f) => f ? fs.access(f).then(() => true, () => false) : false),
+).then((ok) => ok.every(Boolean));
 /** Built blobs are kept here between invocations (debootstrap and conversion take a minute). */
 const CACHE = path.join(os.tmpdir(), `stargz-bench-e2e-${SUITE}-python3-v3`);
 const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -63,12 +77,47 @@ const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
  * (what upstream's `ctr-remote image optimize` makes), so the mount prefetches them in one go;
  * full: the plain gzip image, pulled and unpacked whole by containerd.
  */
-type Mode = "lazy" | "prefetch" | "full";
-const MODES: readonly Mode[] = ["lazy", "prefetch", "full"];
+type Mode = "lazy" | "prefetch" | "learned" | "optimized" | "go-lazy" | "go-opt" | "full";
+/** `--modes a,b`: only these (the summary then names only what was measured). */
+const ONLY = process.argv.includes("--modes")
+  ? new Set(process.argv[process.argv.indexOf("--modes") + 1].split(","))
+  : undefined;
+const MODES: readonly Mode[] = ([
+  ...(WITH_GO ? ["go-lazy", "go-opt"] as const : []),
+  "lazy",
+  "learned",
+  "optimized",
+  "prefetch",
+  "full",
+] as const).filter((m) => !ONLY || ONLY.has(m));
 const MODE_LABEL: Record<Mode, string> = {
   lazy: "stargz (lazy, eStargz)",
   prefetch: "stargz (eStargz + prefetch landmark)",
+  learned: "stargz (eStargz, learned profile)",
+  optimized: "stargz (stargz optimize image)",
+  "go-lazy": "Go reference (eStargz)",
+  "go-opt": "Go reference (ctr-remote optimize image)",
   full: "overlayfs (full, gzip)",
+};
+/** Which daemon serves a mode. */
+const DAEMON: Record<Mode, "ours" | "go" | "none"> = {
+  lazy: "ours",
+  prefetch: "ours",
+  learned: "ours",
+  optimized: "ours",
+  "go-lazy": "go",
+  "go-opt": "go",
+  full: "none",
+};
+/** Which image (tag) a mode pulls. */
+const IMAGE_OF: Record<Mode, string> = {
+  lazy: "lazy",
+  prefetch: "prefetch",
+  learned: "lazy",
+  optimized: "ours-opt",
+  "go-lazy": "lazy",
+  "go-opt": "go-opt",
+  full: "full",
 };
 
 /**
@@ -132,9 +181,13 @@ async function debianMirror(): Promise<string> {
   throw new Error(`no ${SUITE} mirror in this machine's apt sources`);
 }
 
+/** The images the benchmark builds from the rootfs (the others are derived in the run). */
+type Built = "lazy" | "prefetch" | "full";
+const BUILT: readonly Built[] = ["lazy", "prefetch", "full"];
+
 /** What the image is made of. */
 interface ImageBlobs {
-  layers: Record<Mode, BuiltLayer>;
+  layers: Record<Built, BuiltLayer>;
   tarBytes: number;
   entries: number;
   /** Regular files the command opened, in order (the prioritized files of `prefetch`). */
@@ -238,8 +291,8 @@ async function buildImage(): Promise<ImageBlobs> {
   if (cached) {
     const info = JSON.parse(cached);
     console.log(`image: cached in ${CACHE}`);
-    const layers = {} as Record<Mode, BuiltLayer>;
-    for (const mode of MODES) layers[mode] = await loadLayer(CACHE, mode);
+    const layers = {} as Record<Built, BuiltLayer>;
+    for (const b of BUILT) layers[b] = await loadLayer(CACHE, b);
     return { ...info, layers };
   }
   await fs.rm(CACHE, { recursive: true, force: true });
@@ -437,73 +490,160 @@ function ctrRun(ctd: Ctd, mode: Mode, ref: string): {
   return { firstLine, exited };
 }
 
-function adminLayers(socketPath: string): Promise<{ state?: { fetchedSize?: number } }[]> {
-  return new Promise((resolve, reject) => {
-    http.get({ socketPath, path: "/v1/layers" }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch (e) {
-          reject(e);
-        }
-      });
-    }).on("error", reject);
-  });
-}
-
 /** One cold run. */
 interface Sample {
   pullS: number;
   firstLineS: number;
-  /** Bytes our daemon had fetched from the registry when the line arrived (lazy only). */
+  /** Compressed bytes the daemon had fetched when the line arrived (its state files). */
   fetchedMB?: number;
+  /** Blob requests through the shaped link during the pull (one layer: per mount). */
+  requests?: number;
 }
 
-async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
+/** A snapshotter daemon of either kind, as a cold run uses it. */
+interface Daemon {
+  readonly address: string;
+  readonly root: string;
+  logs(): string;
+  stop(): Promise<unknown>;
+}
+
+/** Upstream's daemon with its default configuration (an empty file), root and socket in `dir`. */
+async function startGo(dir: string): Promise<Daemon> {
+  const address = path.join(dir, "go.sock");
+  const root = path.join(dir, "go-root");
+  const config = path.join(dir, "go.toml");
+  await fs.writeFile(config, "");
+  const child = spawn(GO_BIN!, [
+    "--address",
+    address,
+    "--root",
+    root,
+    "--config",
+    config,
+    // Upstream logs its remote-snapshot-prepared decisions at debug level.
+    "--log-level",
+    "debug",
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr!.on("data", (d) => (log = (log + d).slice(-(1 << 20))));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    // SIGINT: upstream unmounts its layers (SIGTERM leaves them for a restore).
+    child.kill("SIGINT");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    await waitUntil(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`Go daemon exited: ${log.slice(-2000)}`);
+        return await fs.stat(address).then(() => true, () => false);
+      },
+      30_000,
+      "Go daemon socket",
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { address, root, logs: () => log, stop };
+}
+
+/** Sum of `fetchedSize` in the state files of the layer's FUSE mounts under `root`. */
+async function fetchedBytes(root: string, digest: string): Promise<number> {
+  let total = 0;
+  for (const m of await mountsUnder(root)) {
+    const text = await fs.readFile(path.join(m, ".stargz-snapshotter", `${digest}.json`), "utf8")
+      .catch(() => undefined);
+    if (text) total += Number(JSON.parse(text).fetchedSize ?? 0);
+  }
+  return total;
+}
+
+/** What a cold run pulls: a reference and its (single) layer. */
+interface BenchImage {
+  ref: string;
+  layers: readonly { digest: string }[];
+}
+
+/** Profile store files of our daemon's root (`[prefetch_profile]`). */
+const isProfileFile = (f: string) => f.startsWith("prefetch_profiles.db");
+
+async function coldRun(
+  mode: Mode,
+  image: BenchImage,
+  opts: {
+    link?: ShapedRegistry;
+    /** Copy the profile store from here into the fresh root before the daemon starts. */
+    seedProfiles?: string;
+    /** Copy the profile store to here once the daemon has stopped. */
+    harvestProfiles?: string;
+  } = {},
+): Promise<Sample> {
   // Short: containerd's socket paths live below it (unix socket paths are limited to 107 bytes).
   const dir = await fs.mkdtemp("/tmp/sgze2e-");
-  let daemon: StargzProcess | undefined;
+  let daemon: Daemon | undefined;
   let ctd: Ctd | undefined;
   const cleanup = onCleanup(async () => {
     await ctd?.stop();
     await daemon?.stop();
+    if (opts.harvestProfiles && daemon) {
+      // Undo steps run again at exit, when the root is gone: nothing to copy then.
+      for (const f of await fs.readdir(daemon.root).catch(() => [])) {
+        if (isProfileFile(f)) {
+          await fs.copyFile(path.join(daemon.root, f), path.join(opts.harvestProfiles, f));
+        }
+      }
+    }
     await cleanupDir(dir);
   });
   try {
-    const admin = path.join(dir, "admin.sock");
-    if (mode !== "full") {
+    const kind = DAEMON[mode];
+    if (kind === "ours") {
       const config = path.join(dir, "config.toml");
-      await fs.writeFile(config, `[admin]\naddress = "${admin}"\n`);
-      daemon = await startStargz({ dir, args: ["--config", config] });
-      checkInterrupted();
+      await fs.writeFile(config, `[admin]\naddress = "${path.join(dir, "admin.sock")}"\n`);
+      const root = path.join(dir, "stargz-root");
+      if (opts.seedProfiles) {
+        await fs.mkdir(root, { recursive: true });
+        for (const f of await fs.readdir(opts.seedProfiles)) {
+          if (isProfileFile(f)) {
+            await fs.copyFile(path.join(opts.seedProfiles, f), path.join(root, f));
+          }
+        }
+      }
+      daemon = await startStargz({ dir, root, args: ["--config", config] });
+    } else if (kind === "go") {
+      daemon = await startGo(dir);
     }
+    checkInterrupted();
     ctd = await startCtd(dir, mode, daemon?.address);
     checkInterrupted();
 
+    const requests0 = opts.link?.blobRequests;
     const t0 = performance.now();
     await criPull(ctd.address, image.ref);
     const tPull = performance.now();
+    const requests = requests0 === undefined ? undefined : opts.link!.blobRequests - requests0;
     const { firstLine, exited } = ctrRun(ctd, mode, image.ref);
     const first = await firstLine;
-    const fetched = mode !== "full"
-      ? (await adminLayers(admin)).reduce((s, l) => s + (l.state?.fetchedSize ?? 0), 0)
-      : undefined;
+    const layer = image.layers[0].digest;
+    const fetched = daemon ? await fetchedBytes(daemon.root, layer) : undefined;
     await exited;
     if (first.line !== "1") throw new Error(`unexpected first line ${JSON.stringify(first.line)}`);
 
-    // The comparison only means something if ours really was lazy and theirs really was full.
+    // The comparison only means something if the layer really was lazy and full really was full.
     const content = await ctd.ctr(["content", "ls", "-q"]);
-    const layer = image.layers[0].digest;
-    if (mode !== "full") {
-      const decisions = daemon!.logs().split("\n").filter((l) =>
+    if (daemon) {
+      const decisions = daemon.logs().split("\n").filter((l) =>
         l.includes("remote-snapshot-prepared")
       ).map((l) => JSON.parse(l)["remote-snapshot-prepared"]);
       if (decisions.length === 0 || decisions.some((d) => String(d) !== "true")) {
-        throw new Error(`layer not mounted lazily: ${JSON.stringify(decisions)}`);
+        throw new Error(`${mode}: layer not mounted lazily: ${JSON.stringify(decisions)}`);
       }
-      if (content.includes(layer)) throw new Error("containerd downloaded the eStargz layer");
+      if (content.includes(layer)) throw new Error(`${mode}: containerd downloaded the layer`);
     } else if (!content.includes(layer)) {
       throw new Error("containerd does not hold the plain layer after a full pull");
     }
@@ -511,7 +651,74 @@ async function coldRun(mode: Mode, image: PushedImage): Promise<Sample> {
       pullS: (tPull - t0) / 1000,
       firstLineS: (first.at - t0) / 1000,
       fetchedMB: fetched === undefined ? undefined : fetched / 1e6,
+      requests,
     };
+  } finally {
+    await cleanup();
+  }
+}
+
+/**
+ * `ctr-remote image optimize` of the plain image (it runs the command in a container of a
+ * containerd of our own and converts with the files it read first), pushed and read back.
+ * Cached beside the built image.
+ */
+async function goOptimized(reg: TestRegistry, full: PushedImage): Promise<BuiltLayer> {
+  const cached = await loadLayer(CACHE, "go-opt").catch(() => undefined);
+  if (cached) return cached;
+  const dir = await fs.mkdtemp("/tmp/sgzopt-");
+  let ctd: Ctd | undefined;
+  const cleanup = onCleanup(async () => {
+    await ctd?.stop();
+    await cleanupDir(dir);
+  });
+  try {
+    ctd = await startCtd(dir, "full");
+    const cr = (args: string[]) =>
+      run(CTR_REMOTE!, ["--address", ctd!.address, "-n", "k8s.io", ...args], {
+        maxBuffer: 64 << 20,
+        timeout: 600_000,
+      });
+    const dst = `${reg.host}/bench/python:go-opt`;
+    const t = performance.now();
+    await cr(["images", "pull", "--plain-http", full.ref]);
+    await cr([
+      "images",
+      "optimize",
+      "--oci",
+      "--period",
+      "5",
+      "--args",
+      JSON.stringify(COMMAND),
+      full.ref,
+      dst,
+    ]);
+    await cr(["images", "push", "--plain-http", dst]);
+    console.log(
+      `image: ctr-remote image optimize in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+    );
+    const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+    const manifest = await (await fetch(`${reg.url}/v2/bench/python/manifests/go-opt`, {
+      headers: accept,
+    })).json() as {
+      config: { digest: string };
+      layers: { digest: string; mediaType: string; annotations?: Record<string, string> }[];
+    };
+    const config = await (await fetch(
+      `${reg.url}/v2/bench/python/blobs/${manifest.config.digest}`,
+    )).json() as { rootfs: { diff_ids: string[] } };
+    if (manifest.layers.length !== 1) throw new Error("ctr-remote optimize: not one layer");
+    const l = manifest.layers[0];
+    const layer = {
+      data: new Uint8Array(
+        await (await fetch(`${reg.url}/v2/bench/python/blobs/${l.digest}`)).arrayBuffer(),
+      ),
+      mediaType: l.mediaType,
+      annotations: l.annotations,
+      diffID: config.rootfs.diff_ids[0],
+    } as BuiltLayer;
+    await saveLayer(CACHE, "go-opt", layer);
+    return layer;
   } finally {
     await cleanup();
   }
@@ -550,8 +757,16 @@ const reg = await startRegistry();
 onCleanup(() => reg.stop());
 let link: ShapedRegistry | undefined;
 try {
-  const images = {} as Record<Mode, PushedImage>;
-  for (const mode of MODES) images[mode] = await pushPython(reg, mode, image.layers[mode]);
+  const images = {} as Record<string, BenchImage>;
+  const pushed = {} as Record<Built, PushedImage>;
+  for (const b of BUILT) images[b] = pushed[b] = await pushPython(reg, b, image.layers[b]);
+  if (WITH_GO) {
+    try {
+      images["go-opt"] = await pushPython(reg, "go-opt", await goOptimized(reg, pushed.full));
+    } catch (err) {
+      throw new Error(`ctr-remote image optimize failed: ${err}`);
+    }
+  }
   link = await startShapedRegistry({
     storage: path.join(reg.dir, "storage"),
     rateMbit: RATE_MBIT,
@@ -559,10 +774,27 @@ try {
     registerCleanup: (stop) => onCleanup(stop),
   });
 
+  // The learned profile: one run of the command records it; every "learned" run starts from a
+  // fresh root holding only that store, and `stargz optimize` turns it into an image.
+  const profiles = await fs.mkdtemp(path.join(os.tmpdir(), "stargz-bench-e2e-profile-"));
+  onCleanup(() => fs.rm(profiles, { recursive: true, force: true }));
+  await coldRun("lazy", images.lazy, { harvestProfiles: profiles });
+  const optimizedRef = `${reg.host}/bench/python:ours-opt`;
+  const opt = await runCli(["optimize", "--profile", profiles, images.lazy.ref, optimizedRef]);
+  if (opt.code !== 0) throw new Error(`stargz optimize failed: ${opt.stderr}`);
+  const optimized = JSON.parse(opt.stdout) as { digest: string };
+  const optManifest = await (await fetch(
+    `${reg.url}/v2/bench/python/manifests/${optimized.digest}`,
+    { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } },
+  )).json() as { layers: { digest: string }[] };
+  images["ours-opt"] = { ref: optimizedRef, layers: optManifest.layers };
+
   console.log(
     `e2e: containerd ${
       (await run("containerd", ["--version"])).stdout.split(" ")[2]
-    }, ${runtimeVersion()}, ${os.cpus().length} cpus, ${RUNS} cold runs each (median)`,
+    }, ${runtimeVersion()}, ${os.cpus().length} cpus, ${RUNS} cold runs each (median)${
+      WITH_GO ? `, Go reference ${GO_BIN}` : " (no STARGZ_REF_BIN: no Go reference column)"
+    }`,
   );
   console.log(
     `image: debootstrap ${SUITE} minbase + python3, 1 layer: tar ${
@@ -574,7 +806,7 @@ try {
     } MB; command: ${COMMAND.join(" ")} (opens ${image.accessed.length} regular files)`,
   );
   console.log(`shaped link: ${link.description}`);
-  const blobPath = `/v2/bench/python/blobs/${images.full.layers[0].digest}`;
+  const blobPath = `/v2/bench/python/blobs/${pushed.full.layers[0].digest}`;
   const linkRows = [];
   for (
     const [name, base] of [
@@ -596,22 +828,30 @@ try {
   ], linkRows);
   console.log();
 
-  const ref = (img: PushedImage, host: string): PushedImage => ({
+  const on = (img: BenchImage, host: string): BenchImage => ({
     ...img,
     ref: img.ref.replace(reg.host, host),
   });
   const results: Record<string, Record<Mode, Sample[]>> = {};
   for (const [name, host] of [["loopback", reg.host], ["shaped", link.host]] as const) {
-    results[name] = { lazy: [], prefetch: [], full: [] };
+    results[name] = Object.fromEntries(MODES.map((m) => [m, []])) as unknown as Record<
+      Mode,
+      Sample[]
+    >;
     for (let i = 0; i < RUNS; i++) {
       for (const mode of MODES) {
         checkInterrupted();
-        const s = await coldRun(mode, ref(images[mode], host));
+        const s = await coldRun(mode, on(images[IMAGE_OF[mode]], host), {
+          link: name === "shaped" ? link : undefined,
+          seedProfiles: mode === "learned" ? profiles : undefined,
+        });
         results[name][mode].push(s);
         console.log(
           `${name} run ${i + 1} ${mode}: pull ${s.pullS.toFixed(3)} s, first line ${
             s.firstLineS.toFixed(3)
-          } s${s.fetchedMB === undefined ? "" : `, fetched ${s.fetchedMB.toFixed(1)} MB`}`,
+          } s${s.fetchedMB === undefined ? "" : `, fetched ${s.fetchedMB.toFixed(1)} MB`}${
+            s.requests === undefined ? "" : `, ${s.requests} blob requests in the pull`
+          }`,
         );
       }
     }
@@ -620,29 +860,53 @@ try {
   const rows = [];
   const summary: Record<string, number> = {};
   for (const [name, r] of Object.entries(results)) {
-    const first = (mode: Mode) => median(r[mode].map((s) => s.firstLineS));
+    const first = (mode: Mode) => median((r[mode] ?? []).map((s) => s.firstLineS));
     const full = first("full");
     for (const mode of MODES) {
       const samples = r[mode];
+      const lazy = DAEMON[mode] !== "none";
       rows.push([
         name,
         MODE_LABEL[mode],
         median(samples.map((s) => s.pullS)),
         first(mode),
         samples.map((s) => s.firstLineS.toFixed(2)).join(" / "),
-        mode === "full" ? "-" : median(samples.map((s) => s.fetchedMB ?? 0)),
+        lazy ? median(samples.map((s) => s.fetchedMB ?? 0)) : "-",
+        lazy && samples[0].requests !== undefined
+          ? median(samples.map((s) => s.requests ?? 0))
+          : "-",
         mode === "full" ? "" : first(mode) / full,
+        WITH_GO && lazy ? first(mode) / first("go-lazy") : "",
       ]);
     }
     summary[`${name}_lazy_s`] = first("lazy");
     summary[`${name}_full_s`] = full;
     summary[`${name}_ratio`] = first("lazy") / full;
   }
-  // The issue's keys first; the prefetch variant after them.
+  // The earlier keys first, then the prefetch variants, then the Go reference's.
   for (const name of Object.keys(results)) {
-    const prefetch = median(results[name].prefetch.map((s) => s.firstLineS));
-    summary[`${name}_prefetch_s`] = prefetch;
-    summary[`${name}_prefetch_ratio`] = prefetch / summary[`${name}_full_s`];
+    const first = (mode: Mode) => median((results[name][mode] ?? []).map((s) => s.firstLineS));
+    summary[`${name}_prefetch_s`] = first("prefetch");
+    summary[`${name}_prefetch_ratio`] = first("prefetch") / summary[`${name}_full_s`];
+    summary[`${name}_learned_s`] = first("learned");
+    summary[`${name}_optimized_s`] = first("optimized");
+  }
+  const shapedReq = (mode: Mode) =>
+    median((results.shaped[mode] ?? []).map((s) => s.requests ?? 0));
+  summary.shaped_requests_per_mount = shapedReq("lazy");
+  if (WITH_GO) {
+    for (const name of Object.keys(results)) {
+      const first = (mode: Mode) => median((results[name][mode] ?? []).map((s) => s.firstLineS));
+      summary[`${name}_go_s`] = first("go-lazy");
+      summary[`${name}_go_opt_s`] = first("go-opt");
+      summary[`${name}_vs_go_ratio`] = first("lazy") / first("go-lazy");
+      summary[`${name}_learned_vs_go_ratio`] = first("learned") / first("go-lazy");
+      summary[`${name}_learned_vs_go_opt_ratio`] = first("learned") / first("go-opt");
+      summary[`${name}_optimized_vs_go_opt_ratio`] = first("optimized") / first("go-opt");
+    }
+    const mb = (mode: Mode) => median((results.shaped[mode] ?? []).map((s) => s.fetchedMB ?? 0));
+    summary.bytes_vs_go_ratio = mb("lazy") / mb("go-lazy");
+    summary.shaped_go_requests_per_mount = shapedReq("go-lazy");
   }
   printTable([
     "link",
@@ -651,9 +915,15 @@ try {
     "first line s",
     "runs (s)",
     "fetched MB at first line",
-    "ratio",
+    "blob requests in pull",
+    "vs full",
+    "vs Go",
   ], rows);
-  printResult("e2e", summary);
+  // A run limited by --modes leaves out the keys of what it did not measure.
+  printResult(
+    "e2e",
+    Object.fromEntries(Object.entries(summary).filter(([, v]) => Number.isFinite(v))),
+  );
 } finally {
   await cleanupAll();
 }

@@ -4,6 +4,7 @@ import { convertCommand } from "./convert.ts";
 import { inspectCommand } from "./inspect.ts";
 import { installHelperCommand } from "./install_helper.ts";
 import { mountCommand } from "./mount.ts";
+import { optimizeCommand } from "./optimize.ts";
 import { rpullCommand } from "./rpull.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
@@ -15,6 +16,7 @@ export const COMMANDS: readonly Command[] = [
   statusCommand,
   configCommand,
   convertCommand,
+  optimizeCommand,
   inspectCommand,
   mountCommand,
   rpullCommand,

@@ -6,7 +6,7 @@
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { convertOciLayout, type ConvertOptions } from "../estargz/mod.ts";
+import { convertOciLayout, type OciConvertOptions } from "../estargz/mod.ts";
 import {
   type Descriptor,
   type FetchedManifest,
@@ -150,7 +150,7 @@ export async function convertImage(
   client: RegistryClient,
   src: string,
   dst: string,
-  opts: ConvertOptions & { platform?: Platform } = {},
+  opts: OciConvertOptions & { platform?: Platform } = {},
 ): Promise<ImageConvertResult> {
   const srcRef = parseReference(src);
   const dstRef = parseReference(dst);

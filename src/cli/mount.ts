@@ -109,6 +109,7 @@ export const mountCommand: Command = {
     }
 
     let blob: RangeSource & BlobReader;
+    let tail: Uint8Array | undefined;
     let digest: Digest;
     let tocDigest = str(flags, "toc-digest");
     let closeBlob = async () => {};
@@ -133,7 +134,9 @@ export const mountCommand: Command = {
         tocDigest = image.layers.find((l) => l.digest === layerDigest)?.annotations
           ?.[TOC_DIGEST_LABEL];
       }
-      blob = await registry.openBlob(source, layerDigest);
+      const remote = await registry.openBlob(source, layerDigest);
+      tail = remote.takeTail();
+      blob = remote;
       digest = layerDigest;
     }
     if (tocDigest === undefined) {
@@ -148,6 +151,7 @@ export const mountCommand: Command = {
         digest,
         source: blob,
         expectedTocDigest: tocDigest,
+        tail,
         cacheDir: tmpCache ?? str(flags, "cache-dir")!,
         config,
         log,

@@ -133,6 +133,7 @@ export const serveCommand: Command = {
       cache: () => ({ ...layers.cache.stats() }),
       snapshots: () => daemon.snapshotter.list(),
       restore: () => daemon.snapshotter.restoreStatus(),
+      profiles: () => layers.profiles?.list() ?? [],
     };
     const servers: AdminServer[] = [];
     try {

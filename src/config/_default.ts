@@ -6,7 +6,8 @@
 
 /** The embedded default config file text; parsing it yields `defaultConfig()`. */
 export const DEFAULT_CONFIG_TOML: string =
-  `# stargz configuration (the containerd-stargz-grpc format, plus [admin] and [cache]).
+  `# stargz configuration (the containerd-stargz-grpc format, plus [admin], [cache] and
+# [prefetch_profile]).
 # Every key is shown at its default. Keys marked "(not implemented)" are accepted and ignored,
 # with a warning when set to anything else. Reference: docs/config.md.
 
@@ -141,4 +142,15 @@ address = ""
 max_size = 0
 # Memory for the hot-chunk cache: bytes or a size like "64MiB".
 memory_size = "64MiB"
+
+[prefetch_profile]
+# Record which files each layer serves in the first seconds after its first read, and
+# prefetch them when the layer is mounted again (after a restart, in another image).
+enabled = true
+# Seconds after the layer's first read during which reads are recorded.
+window_sec = 10
+# Most files one profile holds (in the order first read).
+max_files = 1000
+# Most profiles kept; the oldest are dropped beyond it.
+max_profiles = 1000
 `;

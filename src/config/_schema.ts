@@ -1,6 +1,6 @@
 /**
  * The valibot schema of the TOML configuration: every key of the Go snapshotter (same names,
- * same effective defaults) plus our own tables `[admin]` and `[cache]`.
+ * same effective defaults) plus our own tables `[admin]`, `[cache]` and `[prefetch_profile]`.
  *
  * Upstream decodes into Go structs, so an absent key is the zero value and many consumers then
  * replace a zero by their own default (`if cfg.ChunkSize == 0 { cfg.ChunkSize = 50000 }`).
@@ -248,5 +248,11 @@ export const ConfigSchema = v.strictObject({
   cache: table({
     max_size: size(0),
     memory_size: size("64MiB"),
+  }),
+  prefetch_profile: table({
+    enabled: bool(true),
+    window_sec: int(10),
+    max_files: int(1000),
+    max_profiles: int(1000),
   }),
 }, TABLE);

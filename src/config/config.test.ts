@@ -112,7 +112,7 @@ describe("the upstream sample config", () => {
   it("sets every upstream key and is accepted", () => {
     const text = upstreamSample();
     const raw = parseToml(text) as Record<string, unknown>;
-    const ours = new Set(["admin", "cache", "credential_provider"]);
+    const ours = new Set(["admin", "cache", "credential_provider", "prefetch_profile"]);
     for (const leaf of leafKeys(ConfigSchema)) {
       if (
         ours.has(String(leaf.path[0])) ||

@@ -39,7 +39,7 @@ export {
   type ConvertResult,
   type LayerSource,
 } from "./writer.ts";
-export { convertOciLayout, type OciConvertResult } from "./oci.ts";
+export { convertOciLayout, type OciConvertOptions, type OciConvertResult } from "./oci.ts";
 export {
   ChunkDecodeError,
   ChunkDigestMismatchError,

@@ -44,6 +44,15 @@ const Config = v.looseObject({
   rootfs: v.looseObject({ type: v.string(), diff_ids: v.array(v.string()) }),
 });
 
+/** Options of {@link convertOciLayout}. */
+export interface OciConvertOptions extends ConvertOptions {
+  /**
+   * The files to place first in the layer converted from `layerDigest` (a recorded profile of
+   * that layer); when it gives nothing, `prioritizedFiles` applies.
+   */
+  prioritizedFilesOf?: (layerDigest: string) => readonly string[] | undefined;
+}
+
 /** What {@link convertOciLayout} did. */
 export interface OciConvertResult {
   /** Descriptors of the converted manifests (as listed in the new index.json). */
@@ -88,8 +97,9 @@ async function writeBlob(dst: string, mediaType: string, data: Uint8Array): Prom
 export async function convertOciLayout(
   srcDir: string,
   dstDir: string,
-  opts: ConvertOptions = {},
+  opts: OciConvertOptions = {},
 ): Promise<OciConvertResult> {
+  const { prioritizedFilesOf, ...layerOpts } = opts;
   await fsp.mkdir(path.join(dstDir, "blobs", "sha256"), { recursive: true });
   const converted = new Map<string, { desc: Descriptor; diffID: string }>();
   let layers = 0;
@@ -102,7 +112,10 @@ export async function convertOciLayout(
     const done = converted.get(layer.digest);
     if (done) return done;
     const tmp = path.join(dstDir, "blobs", "sha256", `.tmp-${layer.digest.slice(7, 19)}`);
-    const r = await convertLayer(blobPath(srcDir, layer.digest), tmp, opts);
+    const r = await convertLayer(blobPath(srcDir, layer.digest), tmp, {
+      ...layerOpts,
+      prioritizedFiles: prioritizedFilesOf?.(layer.digest) ?? layerOpts.prioritizedFiles,
+    });
     await fsp.rename(tmp, blobPath(dstDir, r.digest));
     layers++;
     const desc: Descriptor = {

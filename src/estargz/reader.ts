@@ -125,6 +125,11 @@ export interface OpenOptions {
   expectedTocDigest?: string;
   /** How many tail bytes to fetch first (covers small TOCs in one request); default 64 KiB. */
   tailSize?: number;
+  /**
+   * The blob's last bytes, already at hand (the read that located a registry blob): footer and
+   * TOC come from them, and only the part of a TOC that starts before them is read.
+   */
+  tail?: Uint8Array;
 }
 
 /** How much more than its chunk one extent may inflate to (see {@link decodeChunk}). */
@@ -217,14 +222,24 @@ export class EstargzBlob {
   static async open(reader: BlobReader, opts: OpenOptions = {}): Promise<EstargzBlob> {
     const size = reader.size;
     if (size < 40) throw new FooterError(`blob of ${size} bytes is smaller than any footer`);
+    const given = opts.tail;
     const tailLen = Math.min(size, Math.max(opts.tailSize ?? 65536, MAX_FOOTER_SIZE));
-    const tail = await reader.read(size - tailLen, tailLen);
+    const tail = given && given.length <= size && given.length >= Math.min(size, MAX_FOOTER_SIZE)
+      ? given
+      : await reader.read(size - tailLen, tailLen);
     const footer = parseFooter(tail, size);
     const [tocStart, tocEnd] = tocRange(footer, size);
-    const tailStart = size - tailLen;
-    const tocBytes = tocStart >= tailStart
-      ? tail.subarray(tocStart - tailStart, tocEnd - tailStart)
-      : await reader.read(tocStart, tocEnd - tocStart);
+    const tailStart = size - tail.length;
+    let tocBytes: Uint8Array;
+    if (tocStart >= tailStart) tocBytes = tail.subarray(tocStart - tailStart, tocEnd - tailStart);
+    else if (tocEnd <= tailStart) tocBytes = await reader.read(tocStart, tocEnd - tocStart);
+    else {
+      // A TOC larger than the tail: read only what the tail lacks.
+      const head = await reader.read(tocStart, tailStart - tocStart);
+      tocBytes = new Uint8Array(tocEnd - tocStart);
+      tocBytes.set(head, 0);
+      tocBytes.set(tail.subarray(0, tocEnd - tailStart), head.length);
+    }
     const json = footer.format === "zstd" ? zstdToc(tocBytes) : gzipToc(tocBytes);
     const digest = sha256(json);
     if (opts.expectedTocDigest !== undefined && opts.expectedTocDigest !== digest) {

@@ -322,6 +322,31 @@ export class LayerReader {
     return fetchedBytes;
   }
 
+  /**
+   * Fetches the extents holding `chunks` that are not cached, all in one batch (one multi-range
+   * request where the registry allows), decodes them into the cache, and returns the number of
+   * compressed bytes fetched. Extents already being fetched are joined, not fetched twice.
+   */
+  async fetchChunks(chunks: readonly Chunk[]): Promise<number> {
+    const wanted = new Set<Extent>();
+    for (const c of chunks) {
+      const e = this.#extentOf(c);
+      if (!wanted.has(e) && e.chunks.some((x) => !this.cache.has(this.keyOf(x)))) wanted.add(e);
+    }
+    const list = [...wanted].sort((a, b) => a.start - b.start);
+    const fetching = list.filter((e) => !this.#decoding.has(e));
+    const bytes = this.#fetchExtents(fetching);
+    let fetchedBytes = 0;
+    // One extent at a time, as prefetch does: decoding them all at once would fill the runtime's
+    // thread pool, and the snapshotter's file system calls wait in that same pool.
+    for (const e of list) {
+      const decoded = await (this.#decoding.get(e) ?? this.#decode(e, bytes.get(e)!));
+      for (const r of decoded.values()) if (!(r instanceof Uint8Array)) throw r;
+      if (fetching.includes(e)) fetchedBytes += e.end - e.start;
+    }
+    return fetchedBytes;
+  }
+
   /** The extents' blob ranges that are not yet fetched (for background fetch planning). */
   unfetched(): Range[] {
     return this.fetched.missing(0, this.blob.tocOffset);

@@ -20,6 +20,8 @@ export interface BlobMountOptions {
   source: RangeSource & BlobReader;
   /** Refuse the layer unless its TOC digest equals this. */
   expectedTocDigest?: string;
+  /** The blob's last bytes when already fetched (the suffix read that located it). */
+  tail?: Uint8Array;
   /** Directory of the chunk cache. */
   cacheDir: string;
   config: Config;
@@ -49,6 +51,7 @@ export async function mountBlob(mountpoint: string, opts: BlobMountOptions): Pro
     digest: opts.digest,
     source: opts.source,
     expectedTocDigest: opts.expectedTocDigest,
+    tail: opts.tail,
     cache,
     scheduler: backgroundScheduler(config),
     log,

@@ -22,6 +22,33 @@ export interface LayerState {
   fetchedPercent: number;
 }
 
+/** What happened between the mount and the container's first read, for the admin view. */
+export interface LayerStartup {
+  /** Compressed bytes of the blob that were local when the first read came (undefined before). */
+  fetchedBeforeFirstRead?: number;
+  /** The learned prefetch profile replayed at mount, if there was one. */
+  profile?: {
+    /** Files the profile names. */
+    files: number;
+    /** Of those, regular files this layer holds (the others are skipped). */
+    found: number;
+    /** Compressed bytes fetched for them (so far). */
+    bytes: number;
+    done: boolean;
+  };
+  /** True while this mount records a profile. */
+  recording: boolean;
+}
+
+/** Reads being recorded into a profile (see {@link Layer.recordReads}). */
+interface Recording {
+  readonly files: Set<string>;
+  readonly windowMs: number;
+  readonly maxFiles: number;
+  readonly onDone: (files: string[]) => void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
 /** What {@link Layer.open} needs. */
 export interface LayerOptions {
   /** `sha256:…` of the compressed blob; names the state file, so only a parsed Digest. */
@@ -30,6 +57,8 @@ export interface LayerOptions {
   source: RangeSource & BlobReader;
   /** Refuse the layer unless its TOC digest equals this. */
   expectedTocDigest?: string;
+  /** The blob's last bytes when locating it already fetched them (footer and TOC are there). */
+  tail?: Uint8Array;
   cache: ChunkCache;
   scheduler: BackgroundScheduler;
   log: Logger;
@@ -55,6 +84,9 @@ export class Layer {
   #prefetch: Promise<void> = Promise.resolve();
   #prefetchStarted = false;
   #background: Promise<void> = Promise.resolve();
+  #recording: Recording | undefined;
+  #fetchedAtFirstRead: number | undefined;
+  #profile: LayerStartup["profile"];
 
   private constructor(
     readonly digest: Digest,
@@ -67,7 +99,10 @@ export class Layer {
 
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
   static async open(opts: LayerOptions): Promise<Layer> {
-    const blob = await openBlob(opts.source, { expectedTocDigest: opts.expectedTocDigest });
+    const blob = await openBlob(opts.source, {
+      expectedTocDigest: opts.expectedTocDigest,
+      tail: opts.tail,
+    });
     // Each step over a large index takes a while: let other mounts' requests in between.
     await yieldToEventLoop();
     const tree = new LayerTree(blob);
@@ -86,6 +121,8 @@ export class Layer {
 
   /** Reads part of a regular file; marks the read as on-demand so background work yields. */
   async read(path: string, size: number, offset: number, length: number): Promise<Uint8Array> {
+    this.#fetchedAtFirstRead ??= this.reader.fetched.totalSize;
+    if (this.#recording) this.#record(this.#recording, path);
     const done = this.scheduler.beginOnDemand();
     try {
       return await this.reader.read(path, size, offset, length);
@@ -197,13 +234,73 @@ export class Layer {
     return this.#background;
   }
 
+  /**
+   * Records the regular files read, in the order first read, from the first read on for
+   * `windowMs` or until `maxFiles` are seen; `onDone` then gets them (also when the layer is
+   * closed earlier: a short-lived container's reads are still its start-up reads).
+   */
+  recordReads(windowMs: number, maxFiles: number, onDone: (files: string[]) => void): void {
+    if (this.#recording || maxFiles <= 0) return;
+    this.#recording = { files: new Set(), windowMs, maxFiles, onDone };
+  }
+
+  #record(r: Recording, path: string): void {
+    if (r.files.has(path)) return;
+    r.files.add(path);
+    r.timer ??= setTimeout(() => this.#stopRecording(), r.windowMs);
+    if (r.files.size >= r.maxFiles) this.#stopRecording();
+  }
+
+  #stopRecording(): void {
+    const r = this.#recording;
+    if (!r) return;
+    this.#recording = undefined;
+    clearTimeout(r.timer);
+    r.onDone([...r.files]);
+  }
+
+  /**
+   * Prefetches the files of a learned profile in one batch. Names the layer does not hold (a
+   * stale or foreign profile) are skipped; what is fetched is verified like any read.
+   */
+  replayProfile(files: readonly string[]): Promise<void> {
+    if (this.#profile) return Promise.resolve();
+    const chunks = [];
+    let found = 0;
+    for (const f of files) {
+      const node = this.blob.entry(f);
+      if (node?.type !== "reg") continue;
+      found++;
+      chunks.push(...this.blob.chunks(node));
+    }
+    const profile = { files: files.length, found, bytes: 0, done: false };
+    this.#profile = profile;
+    const t0 = Date.now();
+    return this.reader.fetchChunks(chunks).then((bytes) => {
+      profile.bytes = bytes;
+      this.log.debug("profile prefetched", { files: found, bytes, ms: Date.now() - t0 });
+    }, (err) => this.reportError(err)).finally(() => (profile.done = true));
+  }
+
+  /** The mount's start-up: bytes local at the first read, the profile replayed or recorded. */
+  startup(): LayerStartup {
+    return {
+      ...(this.#fetchedAtFirstRead === undefined
+        ? {}
+        : { fetchedBeforeFirstRead: this.#fetchedAtFirstRead }),
+      ...(this.#profile ? { profile: { ...this.#profile } } : {}),
+      recording: this.#recording !== undefined,
+    };
+  }
+
   /** True when every byte of the blob has been fetched. */
   get complete(): boolean {
     return this.reader.fetched.totalSize >= this.reader.source.size;
   }
 
-  /** Stops background work. */
+  /** Stops background work (and a recording, which hands over what it has). */
   close(): void {
+    this.#stopRecording();
     this.#abort.abort();
   }
 }

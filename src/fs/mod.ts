@@ -19,9 +19,12 @@ import { ChunkCache } from "./_chunk_cache.ts";
 import { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 import { mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
-import { Layer, type LayerState } from "./layer.ts";
+import { Layer, type LayerStartup, type LayerState } from "./layer.ts";
+import { ProfileStore } from "./_profiles.ts";
 
+export type { LayerStartup };
 export { type BlobMount, type BlobMountOptions, mountBlob } from "./_mount_blob.ts";
+export { ProfileStore, type ProfileSummary } from "./_profiles.ts";
 export { rangeSourceOf } from "./_local_source.ts";
 export type { RangeSource } from "./_layer_reader.ts";
 
@@ -60,6 +63,8 @@ export interface MountedLayer {
   digest: string;
   prefetchSize: number;
   state: LayerState;
+  /** Bytes local at the container's first read; the learned profile replayed or recorded. */
+  startup: LayerStartup;
 }
 
 interface Resolved {
@@ -81,12 +86,47 @@ export class LayerFileSystem {
     readonly opts: LayerFileSystemOptions,
     readonly cache: ChunkCache,
     readonly scheduler: BackgroundScheduler,
+    /** Learned prefetch profiles (undefined when `[prefetch_profile] enabled` is off). */
+    readonly profiles: ProfileStore | undefined,
   ) {}
 
-  /** Opens the chunk cache and the background scheduler. */
+  /** Opens the chunk cache, the background scheduler and the profile store. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
     const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
-    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
+    const p = opts.config.prefetch_profile;
+    const profiles = p.enabled ? ProfileStore.open(opts.root, p.max_profiles) : undefined;
+    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), profiles);
+  }
+
+  /**
+   * Starts the layer's learned prefetch when a profile of its digest exists, else records one
+   * from its first reads. A store that fails only costs the hint, never the mount.
+   */
+  #learn(layer: Layer): void {
+    const store = this.profiles;
+    if (!store) return;
+    const log = this.opts.log.with({ layer: layer.digest });
+    let files: string[] | undefined;
+    try {
+      files = store.files(layer.digest);
+    } catch (err) {
+      log.warn("prefetch profile unreadable", { error: err });
+      return;
+    }
+    if (files) {
+      layer.replayProfile(files);
+      return;
+    }
+    const p = this.opts.config.prefetch_profile;
+    layer.recordReads(p.window_sec * 1000, p.max_files, (recorded) => {
+      if (recorded.length === 0) return;
+      try {
+        store.save(layer.digest, recorded);
+        log.info("prefetch profile recorded", { files: recorded.length });
+      } catch (err) {
+        log.warn("prefetch profile not saved", { error: err });
+      }
+    });
   }
 
   #verification(src: RemoteSource, labels: Record<string, string>): Digest | undefined {
@@ -117,16 +157,23 @@ export class LayerFileSystem {
     return this.#open(ref, digest, expectedTocDigest);
   }
 
+  /**
+   * Locates the blob, then (once `after` settles) inflates, parses and indexes its TOC: a
+   * neighbour's request goes out at once, its CPU work waits for the mount being served.
+   */
   async #open(
     ref: string,
     digest: Digest,
     expectedTocDigest: Digest | undefined,
+    after?: Promise<void>,
   ): Promise<Resolved> {
     const blob = await this.opts.registry.openBlob(ref, digest);
+    await after;
     const layer = await Layer.open({
       digest,
       source: blob,
       expectedTocDigest,
+      tail: blob.takeTail(),
       cache: this.cache,
       scheduler: this.scheduler,
       log: this.opts.log,
@@ -140,7 +187,12 @@ export class LayerFileSystem {
   }
 
   /** Opens the image's other layers in the background, so their Prepare mounts at once. */
-  #resolveNeighbours(ref: string, self: Digest, layers: readonly Digest[]): void {
+  #resolveNeighbours(
+    ref: string,
+    self: Digest,
+    layers: readonly Digest[],
+    after: Promise<void>,
+  ): void {
     const now = Date.now();
     for (const [d, p] of this.#resolved) {
       p.then((r) => {
@@ -157,11 +209,14 @@ export class LayerFileSystem {
         [...this.#mounts.values()].some((m) => m.layer.digest === d)
       ) continue;
       // The TOC digest of a neighbour is unknown here: it is checked when its Prepare arrives.
-      const p = this.#open(ref, d, undefined);
+      const p = this.#open(ref, d, undefined, after);
       // Prefetch neighbours in parallel, as upstream does: their chunks are verified against
       // the digests in their TOC, and their TOC against the label when their Prepare comes.
       p.then(
-        (r) => startFetching(r.layer, c, { background: false }),
+        (r) => {
+          this.#learn(r.layer);
+          startFetching(r.layer, c, { background: false });
+        },
         () => this.#resolved.delete(d),
       );
       this.#resolved.set(d, p);
@@ -176,15 +231,32 @@ export class LayerFileSystem {
     const started = performance.now();
     const log = this.opts.log.with({ layer: src.digest, ref: src.ref });
     const c = this.opts.config;
-    this.#resolveNeighbours(src.ref, src.digest, src.layers);
-    const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
+    // Parsing a neighbour's TOC on this thread while this layer's TOC is parsed or its FUSE INIT
+    // awaits an answer would delay the Prepare containerd is waiting for.
+    let served!: () => void;
+    this.#resolveNeighbours(
+      src.ref,
+      src.digest,
+      src.layers,
+      new Promise<void>((r) => (served = r)),
+    );
+    let layer: Layer;
+    let blob: RemoteBlob;
     let mount: LayerMount;
     try {
-      mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
-    } catch (err) {
-      layer.close();
-      throw err;
+      ({ layer, blob } = await this.#resolve(src.ref, src.digest, expected));
+      try {
+        mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
+      } catch (err) {
+        layer.close();
+        throw err;
+      }
+    } finally {
+      served();
     }
+    // After the mount is served, like the neighbours' work: the replay's decoding would
+    // otherwise run while containerd still waits for this Prepare.
+    this.#learn(layer);
     const prefetch = startFetching(layer, c, {
       prefetchSize: src.prefetchSize !== undefined && src.prefetchSize > 0
         ? src.prefetchSize
@@ -264,11 +336,16 @@ export class LayerFileSystem {
       digest: m.layer.digest,
       prefetchSize: m.prefetchSize,
       state: m.layer.state(),
+      startup: m.layer.startup(),
     }));
   }
 
-  /** Unmounts every layer (daemon shutdown). */
+  /** Unmounts every layer (daemon shutdown); recordings in progress are saved first. */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    for (const p of this.#resolved.values()) p.then((r) => r.layer.close(), () => {});
+    await Promise.allSettled(this.#resolved.values());
+    this.#resolved.clear();
+    this.profiles?.close();
   }
 }

@@ -3,6 +3,11 @@
  * lazy filesystem reads eStargz layers. The redirect is resolved once and the final URL reused
  * for `valid_interval`; many ranges go in one multi-range request; 400 on a multi-range request
  * switches the host to single ranges; 403 re-resolves the URL.
+ *
+ * A blob is located with one suffix range GET (`Range: bytes=-N`) where the registry allows it:
+ * its `Content-Range` gives the size, its body the footer and usually the whole TOC, and a
+ * redirect on the way is resolved by that same request. Hosts that refuse suffix ranges get the
+ * older sequence: a 2-byte GET for the redirect, a HEAD for the size, then the tail.
  */
 import { RegistryError } from "./errors.ts";
 import type { RegistryHost } from "./hosts.ts";
@@ -55,6 +60,11 @@ export interface RemoteBlob {
   readonly size: number;
   /** The URL ranges are currently read from (after redirects). */
   readonly url: string;
+  /**
+   * The blob's last bytes when locating it fetched them (a suffix range read), once: later calls
+   * return undefined, so the bytes are not held for the life of the mount.
+   */
+  takeTail(): Uint8Array | undefined;
   /** Exactly bytes `[offset, offset+length)`; rejects with RangeError outside the blob. */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Several ranges at once (one multi-range request where the server allows); same order. */
@@ -73,6 +83,8 @@ export interface BlobLocation {
   /** Final URL after one redirect (equal to `blobUrl` when there was none). */
   url: string;
   size: number;
+  /** The blob's last bytes, when the suffix read that located it returned them. */
+  tail?: Uint8Array;
 }
 
 /** Requests with more ranges than this are split (servers limit header sizes). */
@@ -117,6 +129,80 @@ export async function resolveRedirect(
       throw await statusError(res, `blob ${blobUrl}`);
     },
   );
+}
+
+/** What one suffix range read found: the blob, or why the host refused the suffix range. */
+export type TailLocation =
+  | { kind: "found"; url: string; size: number; tail: Uint8Array }
+  | { kind: "refused"; url: string; reason: string };
+
+type TailAnswer = TailLocation | { kind: "redirect"; url: string };
+
+/**
+ * Locates `blobUrl` with `GET Range: bytes=-tailBytes`, following one redirect: size from
+ * `Content-Range`, the last bytes from the body. Answers that do not honour a suffix range (416,
+ * 200 with more than the suffix, 206 without the total) are `refused`; a 200 body is aborted, not
+ * read.
+ */
+export async function locateByTail(
+  transport: Transport,
+  host: RegistryHost,
+  scopes: readonly string[],
+  blobUrl: string,
+  tailBytes: number,
+): Promise<TailLocation> {
+  const target = { host, scopes };
+  const ask = (url: string): Promise<TailAnswer> =>
+    transport.send<TailAnswer>(
+      target,
+      {
+        method: "GET",
+        url,
+        headers: { range: `bytes=-${tailBytes}`, "accept-encoding": "identity" },
+      },
+      async (res) => {
+        const location = res.headers.get("location");
+        if (res.status >= 300 && res.status < 400 && location) {
+          await drain(res);
+          return { kind: "redirect", url: new URL(location, url).href };
+        }
+        const refused = async (reason: string): Promise<TailAnswer> => {
+          await drain(res);
+          return { kind: "refused", url, reason };
+        };
+        if (res.status === 416) return await refused("HTTP 416");
+        if (res.status === 200) {
+          // A blob no larger than the suffix may come whole; anything longer is the whole blob
+          // in answer to a range the server ignored: abort it rather than download the layer.
+          const len = Number(res.headers.get("content-length") ?? NaN);
+          if (!Number.isSafeInteger(len) || len > tailBytes) {
+            return await refused("HTTP 200 instead of 206");
+          }
+          return { kind: "found", url, size: len, tail: await readExact(res.body!, len) };
+        }
+        if (res.status === 206) {
+          let cr: { start: number; end: number; total?: number };
+          try {
+            cr = parseContentRange(res.headers.get("content-range"));
+          } catch {
+            return await refused("no Content-Range");
+          }
+          if (cr.total === undefined || cr.end !== cr.total - 1) {
+            return await refused(`Content-Range ${res.headers.get("content-range")}`);
+          }
+          const tail = await readExact(res.body!, cr.end - cr.start + 1);
+          return { kind: "found", url, size: cr.total, tail };
+        }
+        throw await statusError(res, `blob ${url}`);
+      },
+    );
+  const first = await ask(blobUrl);
+  if (first.kind !== "redirect") return first;
+  const second = await ask(first.url);
+  // Storage that redirects again is left to the older sequence, which follows one hop too.
+  return second.kind === "redirect"
+    ? { kind: "refused", url: first.url, reason: "a second redirect" }
+    : second;
 }
 
 /** Size of the blob at `url`: HEAD, else a 2-byte GET's Content-Range. */
@@ -170,13 +256,21 @@ export class HttpRemoteBlob implements RemoteBlob {
   private location: BlobLocation;
   private resolvedAt = Date.now();
   private refreshing: Promise<void> | undefined;
+  private tail: Uint8Array | undefined;
 
   constructor(
     readonly digest: string,
-    location: BlobLocation,
+    { tail, ...location }: BlobLocation,
     private readonly ctx: BlobContext,
   ) {
     this.location = location;
+    this.tail = tail;
+  }
+
+  takeTail(): Uint8Array | undefined {
+    const t = this.tail;
+    this.tail = undefined;
+    return t;
   }
 
   get size(): number {
@@ -344,7 +438,7 @@ export class HttpRemoteBlob implements RemoteBlob {
   }
 
   async refresh(): Promise<void> {
-    const next = await this.ctx.locate();
+    const { tail: _, ...next } = await this.ctx.locate();
     if (next.size !== this.size) {
       throw new RegistryError(
         `blob ${this.digest}: size changed from ${this.size} to ${next.size} on refresh`,

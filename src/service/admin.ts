@@ -12,6 +12,7 @@
  *   GET /v1/snapshots       snapshots with kind, parent and labels
  *   GET /v1/restore         remote snapshots still being restored after a restart, and those
  *                           that could not be (with the error)
+ *   GET /v1/profiles        learned prefetch profiles (layer digest, file count, when recorded)
  *   GET /metrics            Prometheus text (off with `no_prometheus`); `metrics_address`
  *                           serves only this, on TCP, as the Go daemon does
  *
@@ -32,6 +33,8 @@ import { prepareSocketPath } from "./_socket.ts";
 /** One mounted layer as the admin API shows it. */
 export interface AdminLayer extends MountedInput {
   prefetchSize: number;
+  /** Bytes local at the container's first read; the learned profile replayed or recorded. */
+  startup?: unknown;
 }
 
 /** Where the admin API gets its numbers; every function is called per request. */
@@ -42,6 +45,8 @@ export interface AdminSources {
   cache(): Record<string, number>;
   snapshots(): Promise<unknown[]>;
   restore(): Status["restore"];
+  /** Learned prefetch profiles (none when the feature is off). */
+  profiles?(): unknown[];
 }
 
 /** The query parameters every route accepts: none. */
@@ -104,6 +109,7 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
   app.get("/v1/cache", (c) => c.json(src.cache()));
   app.get("/v1/snapshots", async (c) => c.json(await src.snapshots()));
   app.get("/v1/restore", (c) => c.json(src.restore()));
+  app.get("/v1/profiles", (c) => c.json(src.profiles?.() ?? []));
   if (opts.metrics !== false) {
     app.get("/metrics", (c) => c.text(metricsText(src), 200, PROMETHEUS_TEXT));
   }
