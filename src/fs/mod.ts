@@ -75,7 +75,11 @@ export class LayerFileSystem {
 
   /** Opens the chunk cache and the background scheduler. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
-    const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
+    const cache = await ChunkCache.open(
+      path.join(opts.root, "cache"),
+      cacheOptions(opts.config),
+      opts.log,
+    );
     return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
   }
 

@@ -33,7 +33,8 @@ export interface AdminLayer {
 /** Where the admin API gets its numbers; every function is called per request. */
 export interface AdminSources {
   layers(): AdminLayer[];
-  cache(): Record<string, number>;
+  /** Counters, plus `diskError` (a string) when the disk part failed. */
+  cache(): Record<string, number | string>;
   snapshots(): Promise<unknown[]>;
   restore(): { pending: string[]; failed: { name: string; mountpoint: string; error: string }[] };
 }
@@ -84,6 +85,7 @@ export function adminApp(src: AdminSources, opts: { metrics?: boolean } = {}): H
       layers.map((l) => [`{digest="${l.digest}"}`, l.state.error ? 1 : 0]),
     );
     for (const [k, v] of Object.entries(src.cache())) {
+      if (typeof v !== "number") continue;
       const name = `stargz_cache_${k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())}`;
       metric(
         name,
