@@ -188,6 +188,12 @@ export interface Containerd {
   ctrOk(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<string>;
   /** The tail of containerd's log (for failure messages). */
   logs(): string;
+  /**
+   * Resolves once containerd's own view of the proxy snapshotter `name` answers (`ctr snapshots
+   * ls` succeeds). After our daemon restarts, containerd's gRPC client reconnects with backoff
+   * and fails calls fast ("unavailable", "connection refused") until then.
+   */
+  snapshotterReady(name?: string): Promise<void>;
   /** Stops containerd and the shims it started; unmounts what it left mounted. */
   stop(): Promise<void>;
 }
@@ -333,6 +339,14 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     dir,
     ctr,
     logs: () => logs,
+    async snapshotterReady(name = "stargz") {
+      await waitUntil(
+        async () =>
+          (await ctr(["snapshots", "--snapshotter", name, "ls"], { timeoutMs: 10_000 })).code === 0,
+        60_000,
+        `containerd to reach snapshotter ${name}`,
+      );
+    },
     async ctrOk(args, o) {
       const r = await ctr(args, o);
       if (r.code !== 0) {
