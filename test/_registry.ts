@@ -556,6 +556,8 @@ export interface ProxiedRequest {
   headers: http.IncomingHttpHeaders;
   /** Status answered (set once the answer is sent; undefined while pending or hung). */
   status?: number;
+  /** Body bytes of the upstream answer to a forwarded request. */
+  bytes?: number;
 }
 
 /** What a {@link FaultProxy} does with one request. */
@@ -669,6 +671,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           }
         });
         if (seen.method !== "HEAD") out["content-length"] = String(data.length);
+        seen.bytes = data.length;
         res.writeHead(up.status, out);
         if (action.kind === "trickle") {
           for (let at = 0; at < data.length; at += action.bytes) {
