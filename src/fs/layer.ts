@@ -33,6 +33,8 @@ export interface LayerOptions {
   log: Logger;
   /** Smallest range a miss fetches (`[blob] chunk_size`); 0 fetches only what is read. */
   minFetchBytes?: number;
+  /** Pause before a failed background fetch step is tried again (default 30 s). */
+  backgroundRetryMs?: number;
 }
 
 /**
@@ -40,6 +42,8 @@ export interface LayerOptions {
  * arriving meanwhile waits for little, large enough to keep requests few.
  */
 const BACKGROUND_WINDOW = 1 << 20;
+
+const BACKGROUND_RETRY_MS = 30_000;
 
 /** A layer opened from its blob: tree, read path, state and background work. */
 export class Layer {
@@ -56,6 +60,7 @@ export class Layer {
     readonly reader: LayerReader,
     readonly scheduler: BackgroundScheduler,
     readonly log: Logger,
+    readonly backgroundRetryMs: number,
   ) {}
 
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
@@ -76,6 +81,7 @@ export class Layer {
       reader,
       opts.scheduler,
       opts.log.with({ layer: opts.digest }),
+      opts.backgroundRetryMs ?? BACKGROUND_RETRY_MS,
     );
   }
 
@@ -171,8 +177,9 @@ export class Layer {
       for (const [start, end] of this.reader.unfetched()) {
         for (let s = start; s < end; s += BACKGROUND_WINDOW) {
           const e = Math.min(end, s + BACKGROUND_WINDOW);
-          await this.scheduler.run(
-            () => this.reader.fetchBlobRange(s, e, BACKGROUND_WINDOW),
+          await this.#retrying(
+            () =>
+              this.scheduler.run(() => this.reader.fetchBlobRange(s, e, BACKGROUND_WINDOW), signal),
             signal,
           );
         }
@@ -180,16 +187,45 @@ export class Layer {
       // Bytes that belong to no payload (the tar headers before the first one) complete the blob.
       const gaps = this.reader.unfetched();
       if (gaps.length > 0) {
-        await this.scheduler.run(async () => {
-          await this.reader.source.readRanges(gaps);
-          for (const [s, e] of gaps) this.reader.fetched.add(s, e);
-        }, signal);
+        await this.#retrying(() =>
+          this.scheduler.run(async () => {
+            await this.reader.source.readRanges(gaps);
+            for (const [s, e] of gaps) this.reader.fetched.add(s, e);
+          }, signal), signal);
       }
       this.log.debug("background fetch complete", { ms: Date.now() - t0 });
     })().catch((err) => {
       if (!signal.aborted) this.reportError(err);
     });
     return this.#background;
+  }
+
+  /**
+   * Runs a background step until it succeeds, pausing after each failure: an outage longer
+   * than `fetching_timeout_sec` fails the step, and must not end background fetch for good.
+   */
+  async #retrying<T>(step: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    for (;;) {
+      try {
+        return await step();
+      } catch (err) {
+        if (signal.aborted) throw err;
+        this.log.warn("background fetch failed; trying again later", {
+          error: (err as Error)?.message ?? String(err),
+          retryMs: this.backgroundRetryMs,
+        });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, this.backgroundRetryMs);
+          function done() {
+            clearTimeout(timer);
+            signal.removeEventListener("abort", done);
+            resolve();
+          }
+          signal.addEventListener("abort", done, { once: true });
+        });
+        signal.throwIfAborted();
+      }
+    }
   }
 
   /** True when every byte of the blob has been fetched. */
