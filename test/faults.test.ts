@@ -8,6 +8,8 @@
  * number of reads, a number of retries in the daemon's log, a line in the log — never for time.
  * Prefetch only of the files a layer puts before its `.prefetch.landmark`, no background fetch and
  * `[blob] chunk_size = 1` (no read ahead): any other file is uncached until a container reads it.
+ *
+ * `FAULTS_LOG=/path` keeps the daemon's log there after the run.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
