@@ -188,6 +188,13 @@ export interface Containerd {
   ctrOk(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<string>;
   /** The tail of containerd's log (for failure messages). */
   logs(): string;
+  /**
+   * Resolves once containerd reaches the proxy snapshotter `name` again: a probe snapshot can
+   * be prepared and removed. After our daemon restarts, containerd's gRPC client reconnects
+   * with backoff and fails calls fast ("unavailable") until then. (`ctr snapshots ls` is no
+   * probe: containerd answers it from its own metadata without asking the snapshotter.)
+   */
+  snapshotterReady(name?: string): Promise<void>;
   /** Stops containerd and the shims it started; unmounts what it left mounted. */
   stop(): Promise<void>;
 }
@@ -336,6 +343,21 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     dir,
     ctr,
     logs: () => logs,
+    async snapshotterReady(name = "stargz") {
+      const probe = `ready-probe-${process.pid}-${Date.now()}`;
+      await waitUntil(
+        async () => {
+          const r = await ctr(["snapshots", "--snapshotter", name, "prepare", probe], {
+            timeoutMs: 10_000,
+          });
+          // An earlier attempt may have got through after ctr gave up on it.
+          return r.code === 0 || /already exists/.test(r.stderr);
+        },
+        60_000,
+        `containerd to reach snapshotter ${name}`,
+      );
+      await ctr(["snapshots", "--snapshotter", name, "rm", probe]);
+    },
     async ctrOk(args, o) {
       const r = await ctr(args, o);
       if (r.code !== 0) {

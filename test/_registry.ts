@@ -584,6 +584,8 @@ export interface ProxiedRequest {
   headers: http.IncomingHttpHeaders;
   /** Status answered (set once the answer is sent; undefined while pending or hung). */
   status?: number;
+  /** Body bytes of the upstream answer to a forwarded request. */
+  bytes?: number;
 }
 
 /** What a {@link FaultProxy} does with one request. */
@@ -598,6 +600,8 @@ export type FaultAction =
   | { kind: "status"; status: number; headers?: Record<string, string>; body?: string }
   | { kind: "redirect"; location: string; status?: number }
   | { kind: "reset-mid-body" }
+  /** Forward, then send the body `bytes` at a time every `everyMs` (a slow registry). */
+  | { kind: "trickle"; bytes: number; everyMs: number }
   | { kind: "hang" };
 
 /** A loopback HTTP proxy in front of a registry that can misbehave on demand. */
@@ -611,6 +615,10 @@ export interface FaultProxy {
   readonly connections: number;
   /** Most requests in progress at the same time so far. */
   readonly maxInFlight: number;
+  /** Stops listening and drops every connection: clients get "connection refused". */
+  down(): Promise<void>;
+  /** Listens again on the same port. */
+  up(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -628,6 +636,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     rule: () => ({ kind: "pass" }),
     connections: 0,
     maxInFlight: 0,
+    down: () => Promise.resolve(),
+    up: () => Promise.resolve(),
     stop: () => Promise.resolve(),
   };
   const stats = proxy as { connections: number; maxInFlight: number };
@@ -689,7 +699,18 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           }
         });
         if (seen.method !== "HEAD") out["content-length"] = String(data.length);
+        seen.bytes = data.length;
         res.writeHead(up.status, out);
+        if (action.kind === "trickle") {
+          for (let at = 0; at < data.length; at += action.bytes) {
+            if (res.destroyed) return;
+            const piece = data.subarray(at, at + action.bytes);
+            await new Promise<void>((resolve) => res.write(piece, () => resolve()));
+            await new Promise((r) => setTimeout(r, action.everyMs));
+          }
+          res.end();
+          return;
+        }
         if (action.kind === "reset-mid-body") {
           res.write(data.subarray(0, data.length >> 1), () => {
             setTimeout(() => res.socket?.destroy(), 20);
@@ -706,15 +727,19 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   server.on("connection", () => stats.connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
+  const closeAll = () =>
+    new Promise<void>((resolve) => {
+      for (const r of hanging) r.socket?.destroy();
+      hanging.clear();
+      server.closeAllConnections?.();
+      server.close(() => resolve());
+    });
   Object.assign(proxy, {
     host: `127.0.0.1:${port}`,
     url: `http://127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const r of hanging) r.socket?.destroy();
-        server.closeAllConnections?.();
-        server.close(() => resolve());
-      }),
+    down: closeAll,
+    up: () => new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve)),
+    stop: closeAll,
   });
   return proxy;
 }

@@ -305,6 +305,7 @@ describe("lazy pull with containerd", () => {
   it("keeps working across a restart of the daemon", async () => {
     assert.equal(await daemon!.stop(), 0);
     await startDaemon();
+    await ctd!.snapshotterReady();
     assert.equal(
       await run(esgzImage.ref, script).then((o) => o.split("\n")[1]),
       `${bigSum}  /data/big`,

@@ -64,15 +64,20 @@ export function formatStatus(s: Status): string {
     }
     out.push(...table(rows).map((r) => r.trimEnd()));
   }
-  const c = s.cache;
+  const cache = s.cache;
+  const c = (key: string): number => {
+    const value = cache[key];
+    return typeof value === "number" ? value : 0;
+  };
   out.push(
     "",
-    `CACHE disk ${formatBytes(c.diskBytes ?? 0)} (${c.diskChunks ?? 0} chunks), memory ${
-      formatBytes(c.memoryBytes ?? 0)
-    }; hits: memory ${c.memoryHits ?? 0}, disk ${c.diskHits ?? 0}; misses ${
-      c.misses ?? 0
-    }; evictions ${c.evictions ?? 0}`,
+    `CACHE disk ${formatBytes(c("diskBytes"))} (${c("diskChunks")} chunks), memory ${
+      formatBytes(c("memoryBytes"))
+    }; hits: memory ${c("memoryHits")}, disk ${c("diskHits")}; misses ${c("misses")}; evictions ${
+      c("evictions")
+    }`,
   );
+  if (typeof cache.diskError === "string") out.push(`CACHE DISK ERROR ${cache.diskError}`);
   if (s.restore.failed.length === 0) {
     out.push(
       `RESTORE FAILURES none${

@@ -3,9 +3,14 @@
  * different layers are stored once. A memory LRU of hot chunks sits over a disk cache under the
  * daemon root; unlike upstream, whose cache only grows, the disk part is bounded and evicts the
  * least recently used chunks (an evicted chunk is simply fetched again).
+ *
+ * The disk is a cache, never a reason to fail a read: a chunk that cannot be written stays in
+ * memory, and when the disk is full the disk part stops growing at what it holds then (new
+ * chunks replace the least recently used ones) until the daemon restarts.
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import type { Logger } from "../log/mod.ts";
 
 /** Byte-bounded least-recently-used map of chunks held in memory. */
 export class MemoryLru {
@@ -60,6 +65,12 @@ export interface ChunkCacheStats {
   diskBytes: number;
   diskChunks: number;
   memoryBytes: number;
+  /** Chunks that could not be written to disk (served from memory instead). */
+  diskErrors: number;
+  /** The disk bound in effect: `max_size`, or lower once the disk ran full; 0 = unbounded. */
+  diskBoundBytes: number;
+  /** The last disk write failure, if any. */
+  diskError?: string;
 }
 
 /** Sizes of the two cache levels; `maxDiskBytes` 0 means unbounded (upstream behaviour). */
@@ -85,9 +96,16 @@ export class ChunkCache {
   /** Chunks whose disk write is under way: served from here until the file is in place. */
   readonly #writing = new Map<string, Uint8Array>();
   #diskBytes = 0;
-  readonly #stats = { memoryHits: 0, diskHits: 0, misses: 0, evictions: 0 };
+  readonly #stats = { memoryHits: 0, diskHits: 0, misses: 0, evictions: 0, diskErrors: 0 };
+  #diskError: string | undefined;
+  /** What the disk held when it ran out of space: the disk part's bound from then on. */
+  #fullBound: number | undefined;
 
-  private constructor(readonly dir: string, readonly options: ChunkCacheOptions) {
+  private constructor(
+    readonly dir: string,
+    readonly options: ChunkCacheOptions,
+    readonly log?: Logger,
+  ) {
     this.#memory = new MemoryLru(options.maxMemoryBytes);
   }
 
@@ -95,8 +113,8 @@ export class ChunkCache {
    * Opens (creating) the cache in `dir`. Chunks left by an earlier run are kept and ordered by
    * their modification time; half-written files from a crash are removed.
    */
-  static async open(dir: string, options: ChunkCacheOptions): Promise<ChunkCache> {
-    const cache = new ChunkCache(dir, options);
+  static async open(dir: string, options: ChunkCacheOptions, log?: Logger): Promise<ChunkCache> {
+    const cache = new ChunkCache(dir, options, log);
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const found: { key: string; size: number; mtime: number }[] = [];
     for (const shard of await fs.readdir(dir)) {
@@ -169,7 +187,8 @@ export class ChunkCache {
 
   /**
    * Stores a verified chunk: served from memory at once (so that callers need not wait for the
-   * disk), on disk (atomically: temp file + rename) when the promise resolves.
+   * disk), on disk (atomically: temp file + rename) when the promise resolves. Never fails for
+   * the disk's sake: see the module doc.
    */
   async put(key: string, data: Uint8Array): Promise<void> {
     this.#memory.set(key, data);
@@ -187,24 +206,43 @@ export class ChunkCache {
   }
 
   async #write(key: string, data: Uint8Array): Promise<void> {
+    if (this.#fullBound !== undefined) {
+      if (data.length > this.#fullBound) return;
+      // Make room first: the write only succeeds where an evicted chunk was.
+      await this.#evict(data.length);
+    }
     const file = this.#file(key);
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     try {
+      await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       await fs.writeFile(tmp, data);
       await fs.rename(tmp, file);
     } catch (err) {
-      await fs.rm(tmp, { force: true });
-      // A full disk must not fail the read that produced the chunk: keep it in memory only.
-      if ((err as NodeJS.ErrnoException).code === "ENOSPC") {
-        await this.#evict(data.length);
-        return;
-      }
-      throw err;
+      await fs.rm(tmp, { force: true }).catch(() => {});
+      this.#diskFailed(err);
+      return;
     }
     this.#disk.set(key, data.length);
     this.#diskBytes += data.length;
     await this.#evict();
+  }
+
+  #diskFailed(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    const message = (err as Error)?.message ?? String(err);
+    this.#stats.diskErrors++;
+    const full = code === "ENOSPC" || code === "EDQUOT";
+    const firstFull = full && this.#fullBound === undefined;
+    if (full) this.#fullBound = Math.min(this.#fullBound ?? Infinity, this.#diskBytes);
+    // One line per kind of failure, not one per chunk.
+    if (firstFull || (!full && message !== this.#diskError)) {
+      this.log?.warn("chunk cache: cannot write to disk; serving from memory", {
+        dir: this.dir,
+        error: message,
+        ...(full ? { diskBoundBytes: this.#fullBound } : {}),
+      });
+    }
+    this.#diskError = message;
   }
 
   #touch(key: string): void {
@@ -221,11 +259,17 @@ export class ChunkCache {
     this.#diskBytes -= size;
   }
 
+  /** The disk bound in effect (Infinity: none). */
+  #bound(): number {
+    const max = this.options.maxDiskBytes > 0 ? this.options.maxDiskBytes : Infinity;
+    return Math.min(max, this.#fullBound ?? Infinity);
+  }
+
   /** Removes least recently used chunks until the bound (less `extra` bytes) is respected. */
   async #evict(extra = 0): Promise<void> {
-    const max = this.options.maxDiskBytes;
-    if (max <= 0 && extra === 0) return;
-    const limit = max > 0 ? max - extra : this.#diskBytes - extra;
+    const bound = this.#bound();
+    if (bound === Infinity) return;
+    const limit = bound - extra;
     for (const key of this.#disk.keys()) {
       if (this.#diskBytes <= limit) break;
       this.#forget(key);
@@ -241,6 +285,8 @@ export class ChunkCache {
       diskBytes: this.#diskBytes,
       diskChunks: this.#disk.size,
       memoryBytes: this.#memory.bytes,
+      diskBoundBytes: this.#bound() === Infinity ? 0 : this.#bound(),
+      ...(this.#diskError === undefined ? {} : { diskError: this.#diskError }),
     };
   }
 }

@@ -1,5 +1,6 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -107,6 +108,36 @@ describe("ChunkCache", () => {
     fs.rmSync(path.join(dir, x.key.slice(0, 2), x.key));
     assert.equal(await c.get(x.key), undefined);
     assert.equal(c.has(x.key), false);
+  });
+
+  it("serves from memory when the disk is full and stops growing at what fits", async () => {
+    const dir = path.join(tmp, "full");
+    fs.mkdirSync(dir);
+    // A 64 KiB tmpfs: the disk runs full after a dozen 5000-byte chunks (and their shards).
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]);
+    try {
+      const c = await ChunkCache.open(dir, { maxDiskBytes: 0, maxMemoryBytes: 1 << 20 });
+      const chunks = Array.from({ length: 40 }, (_, i) => chunk(i + 100, 5000));
+      for (const x of chunks) await c.put(x.key, x.data);
+      const st = c.stats();
+      assert.ok(st.diskErrors > 0, "the disk ran full");
+      assert.match(String(st.diskError), /ENOSPC|no space/i);
+      assert.ok(st.diskBoundBytes > 0 && st.diskBoundBytes < 64 << 10, JSON.stringify(st));
+      assert.ok(st.diskBytes <= st.diskBoundBytes);
+      for (const x of chunks) assert.deepEqual(await c.get(x.key), x.data, "served from memory");
+      // New chunks still reach the disk, in place of the least recently used ones.
+      const later = Array.from({ length: 5 }, (_, i) => chunk(i + 200, 5000));
+      for (const x of later) await c.put(x.key, x.data);
+      assert.ok(c.has(later[4].key));
+      assert.ok(c.stats().diskBytes <= st.diskBoundBytes);
+      assert.ok(
+        fs.readdirSync(dir).every((s) =>
+          fs.readdirSync(path.join(dir, s)).every((f) => !f.endsWith(".tmp"))
+        ),
+      );
+    } finally {
+      execFileSync("umount", [dir]);
+    }
   });
 
   it("accepts only sha256 digests as keys", () => {

@@ -35,12 +35,18 @@ after(async () => {
 
 class Counting implements RangeSource {
   requests = 0;
+  /** The next this many requests fail (a registry outage). */
+  failNext = 0;
   constructor(readonly inner: RangeSource) {}
   get size(): number {
     return this.inner.size;
   }
   readRanges(r: readonly Range[]): Promise<Uint8Array[]> {
     this.requests++;
+    if (this.failNext > 0) {
+      this.failNext--;
+      return Promise.reject(new Error("registry unreachable"));
+    }
     return this.inner.readRanges(r);
   }
 }
@@ -71,6 +77,7 @@ async function openLayer(
     cache,
     scheduler: new BackgroundScheduler(2, 0),
     log: new Logger(),
+    backgroundRetryMs: 10,
   });
   closers.push(() => Promise.resolve(layer.close()));
   return { layer, counting, res };
@@ -103,6 +110,15 @@ describe("Layer", () => {
       text,
       /^\{"digest":"sha256:1+","size":\d+,"fetchedSize":\d+,"fetchedPercent":100\}\n$/,
     );
+  });
+
+  it("resumes background fetch after failed steps instead of giving up", async () => {
+    const { layer, counting } = await openLayer("bg-outage");
+    counting.failNext = 3;
+    await layer.startBackgroundFetch();
+    assert.equal(counting.failNext, 0);
+    assert.ok(layer.complete, "the whole blob was fetched after the outage");
+    assert.equal(layer.state().error, undefined, "no read failed");
   });
 
   it("prefetches up to the prefetch landmark and records read errors in the state", async () => {

@@ -64,6 +64,8 @@ export interface LayerOptions {
   log: Logger;
   /** Smallest range a miss fetches (`[blob] chunk_size`); 0 fetches only what is read. */
   minFetchBytes?: number;
+  /** Pause before a failed background fetch step is tried again (default 30 s). */
+  backgroundRetryMs?: number;
 }
 
 /**
@@ -76,6 +78,8 @@ const BACKGROUND_WINDOW = 1 << 20;
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+const BACKGROUND_RETRY_MS = 30_000;
 
 /** A layer opened from its blob: tree, read path, state and background work. */
 export class Layer {
@@ -95,6 +99,7 @@ export class Layer {
     readonly reader: LayerReader,
     readonly scheduler: BackgroundScheduler,
     readonly log: Logger,
+    readonly backgroundRetryMs: number,
   ) {}
 
   /** Reads footer and TOC (checking the TOC digest when expected) and builds the tree. */
@@ -116,7 +121,15 @@ export class Layer {
       opts.minFetchBytes ?? 0,
       log,
     );
-    return new Layer(opts.digest, blob, tree, reader, opts.scheduler, log);
+    return new Layer(
+      opts.digest,
+      blob,
+      tree,
+      reader,
+      opts.scheduler,
+      log,
+      opts.backgroundRetryMs ?? BACKGROUND_RETRY_MS,
+    );
   }
 
   /** Reads part of a regular file; marks the read as on-demand so background work yields. */
@@ -213,8 +226,9 @@ export class Layer {
       for (const [start, end] of this.reader.unfetched()) {
         for (let s = start; s < end; s += BACKGROUND_WINDOW) {
           const e = Math.min(end, s + BACKGROUND_WINDOW);
-          await this.scheduler.run(
-            () => this.reader.fetchBlobRange(s, e, BACKGROUND_WINDOW),
+          await this.#retrying(
+            () =>
+              this.scheduler.run(() => this.reader.fetchBlobRange(s, e, BACKGROUND_WINDOW), signal),
             signal,
           );
         }
@@ -222,10 +236,11 @@ export class Layer {
       // Bytes that belong to no payload (the tar headers before the first one) complete the blob.
       const gaps = this.reader.unfetched();
       if (gaps.length > 0) {
-        await this.scheduler.run(async () => {
-          await this.reader.source.readRanges(gaps);
-          for (const [s, e] of gaps) this.reader.fetched.add(s, e);
-        }, signal);
+        await this.#retrying(() =>
+          this.scheduler.run(async () => {
+            await this.reader.source.readRanges(gaps);
+            for (const [s, e] of gaps) this.reader.fetched.add(s, e);
+          }, signal), signal);
       }
       this.log.debug("background fetch complete", { ms: Date.now() - t0 });
     })().catch((err) => {
@@ -291,6 +306,34 @@ export class Layer {
       ...(this.#profile ? { profile: { ...this.#profile } } : {}),
       recording: this.#recording !== undefined,
     };
+  }
+
+  /**
+   * Runs a background step until it succeeds, pausing after each failure: an outage longer
+   * than `fetching_timeout_sec` fails the step, and must not end background fetch for good.
+   */
+  async #retrying<T>(step: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    for (;;) {
+      try {
+        return await step();
+      } catch (err) {
+        if (signal.aborted) throw err;
+        this.log.warn("background fetch failed; trying again later", {
+          error: (err as Error)?.message ?? String(err),
+          retryMs: this.backgroundRetryMs,
+        });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, this.backgroundRetryMs);
+          function done() {
+            clearTimeout(timer);
+            signal.removeEventListener("abort", done);
+            resolve();
+          }
+          signal.addEventListener("abort", done, { once: true });
+        });
+        signal.throwIfAborted();
+      }
+    }
   }
 
   /** True when every byte of the blob has been fetched. */

@@ -92,7 +92,11 @@ export class LayerFileSystem {
 
   /** Opens the chunk cache, the background scheduler and the profile store. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
-    const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
+    const cache = await ChunkCache.open(
+      path.join(opts.root, "cache"),
+      cacheOptions(opts.config),
+      opts.log,
+    );
     const p = opts.config.prefetch_profile;
     const profiles = p.enabled ? ProfileStore.open(opts.root, p.max_profiles) : undefined;
     return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), profiles);

@@ -2,6 +2,11 @@
  * The HTTP core shared by manifests, blobs and pushes: per-host concurrency limits, per-request
  * timeouts, authentication with one re-authentication on 401, and retries with exponential
  * backoff and jitter (honouring `Retry-After`) on connection errors, 429 and 5xx except 501.
+ * Requests with an overall deadline may keep retrying until it (blob reads during an outage).
+ *
+ * The per-request timeout covers the wait for the response headers and then every pause in
+ * the body, not the whole transfer: a registry that trickles a large range is slow, not dead,
+ * and restarting the transfer would only make it slower.
  *
  * Requests go through the runtime's `fetch` with `redirect: "manual"`: both Bun and Deno pool
  * keep-alive connections behind it, and redirects must be seen to keep credentials and mirror
@@ -42,7 +47,17 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Aborts everything, retries included (an overall deadline). */
   signal?: AbortSignal;
+  /**
+   * With `signal`: retry until it aborts instead of `max_retries` times, waiting at most
+   * {@link UNTIL_DEADLINE_MAX_WAIT_MS} between attempts. A container blocked on an uncached
+   * file then survives a registry outage shorter than the deadline, and notices the registry's
+   * return within seconds.
+   */
+  untilDeadline?: boolean;
 }
+
+/** Longest wait between the attempts of an {@link SendOptions.untilDeadline} request. */
+export const UNTIL_DEADLINE_MAX_WAIT_MS = 2000;
 
 /** A FIFO counting semaphore. */
 class Limiter {
@@ -222,9 +237,15 @@ export class Transport {
     if (target.host.tls) this.tlsByHost.set(target.host.host, target.host.tls);
     // A redirect to another host (a storage back-end) gets neither credentials nor our TLS.
     const send = this.fetchFor(sameHost ? target.host.tls : undefined);
+    const untilDeadline = opts.retry !== false && opts.untilDeadline === true &&
+      opts.signal !== undefined;
+    const policy = untilDeadline
+      ? { ...this.retry, maxWaitMsec: Math.min(this.retry.maxWaitMsec, UNTIL_DEADLINE_MAX_WAIT_MS) }
+      : this.retry;
     let reauthenticated = false;
+    let lastFailure = "";
     for (let attempt = 0;; attempt++) {
-      if (opts.signal?.aborted) throw deadlineError(opts, target);
+      if (opts.signal?.aborted) throw deadlineError(opts, target, attempt, lastFailure);
       const headers: Record<string, string> = { "user-agent": this.userAgent };
       if (sameHost) {
         Object.assign(headers, target.host.headers);
@@ -234,12 +255,10 @@ export class Transport {
       Object.assign(headers, opts.headers);
       const ctrl = new AbortController();
       let timedOut = false;
-      const timer = timeoutMs > 0
-        ? setTimeout(() => {
-          timedOut = true;
-          ctrl.abort(new TimeoutError("timeout"));
-        }, timeoutMs)
-        : undefined;
+      const idle = new IdleTimer(timeoutMs, () => {
+        timedOut = true;
+        ctrl.abort(new TimeoutError("timeout"));
+      });
       const onOuterAbort = () => ctrl.abort(opts.signal?.reason);
       opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
       const limiter = this.limiter(reqHost);
@@ -273,23 +292,20 @@ export class Transport {
             continue;
           }
         }
-        if (retryableStatus(res.status) && attempt < retries) {
-          this.log.debug("registry: retrying", {
-            host: reqHost,
-            status: res.status,
-            attempt: attempt + 1,
-          });
+        if (retryableStatus(res.status) && (untilDeadline || attempt < retries)) {
+          this.#logRetry(reqHost, attempt, retries, untilDeadline, `HTTP ${res.status}`);
+          lastFailure = `HTTP ${res.status}`;
           await drain(res);
           failure = res;
         } else {
-          return await consume(res);
+          return await consume(idle.watch(res));
         }
       } catch (err) {
         if (err instanceof UnauthorizedError && sameHost && !err.explained) {
           throw err.withReason(await this.auth.explainRefusal(target.host.host, target.scopes));
         }
         if (err instanceof RegistryError && !(err instanceof TimeoutError)) throw err;
-        if (opts.signal?.aborted) throw deadlineError(opts, target);
+        if (opts.signal?.aborted) throw deadlineError(opts, target, attempt + 1, lastFailure);
         const error = timedOut
           ? new TimeoutError(
             `${opts.method} ${target.host.host}: no answer within ${timeoutMs} ms`,
@@ -300,22 +316,40 @@ export class Transport {
             { cause: err },
           );
         // A certificate problem is the same on every attempt: say so at once.
-        if (attempt >= retries || tlsHint(err)) throw error;
-        this.log.debug("registry: retrying", { host: reqHost, error: error.message });
+        if ((!untilDeadline && attempt >= retries) || tlsHint(err)) throw error;
+        lastFailure = error.message;
+        this.#logRetry(reqHost, attempt, retries, untilDeadline, error.message);
         failure = error;
       } finally {
-        clearTimeout(timer);
+        idle.stop();
         opts.signal?.removeEventListener("abort", onOuterAbort);
         limiter.release();
       }
       try {
         await sleep(
-          backoffMs(attempt, this.retry, failure instanceof Response ? failure : undefined),
+          backoffMs(attempt, policy, failure instanceof Response ? failure : undefined),
           opts.signal,
         );
       } catch {
-        throw deadlineError(opts, target);
+        throw deadlineError(opts, target, attempt + 1, lastFailure);
       }
+    }
+  }
+
+  #logRetry(
+    host: string,
+    attempt: number,
+    retries: number,
+    untilDeadline: boolean,
+    error: string,
+  ): void {
+    this.log.debug("registry: retrying", { host, attempt: attempt + 1, error });
+    // Past max_retries only a deadline-bound read goes on: say once that it is waiting.
+    if (untilDeadline && attempt === retries) {
+      this.log.warn("registry unreachable; retrying until the read's deadline", {
+        host,
+        error,
+      });
     }
   }
 }
@@ -335,8 +369,61 @@ function tlsHint(err: unknown): string {
     : "";
 }
 
-function deadlineError(opts: SendOptions, target: RequestTarget): TimeoutError {
-  return new TimeoutError(`${opts.method} ${target.host.host}: deadline exceeded`);
+/**
+ * The per-request timeout: fires when the response headers take longer than `ms`, or when the
+ * body then pauses for longer than `ms` (a transfer that makes progress is never cut).
+ */
+class IdleTimer {
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #last = Date.now();
+
+  constructor(private readonly ms: number, private readonly onTimeout: () => void) {
+    if (ms > 0) this.#arm(ms);
+  }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => {
+      // Re-arming on every body chunk would cost a timer per chunk: check the last one instead.
+      const idleFor = Date.now() - this.#last;
+      if (idleFor >= this.ms) this.onTimeout();
+      else this.#arm(this.ms - idleFor);
+    }, ms);
+  }
+
+  /** The response whose body reads count as progress (bodies of 200 and 206 only). */
+  watch(res: Response): Response {
+    this.#last = Date.now();
+    if (this.ms <= 0 || !res.body || (res.status !== 200 && res.status !== 206)) return res;
+    const body = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform: (chunk, out) => {
+          this.#last = Date.now();
+          out.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
+function deadlineError(
+  opts: SendOptions,
+  target: RequestTarget,
+  attempts: number,
+  lastFailure: string,
+): TimeoutError {
+  const last = lastFailure ? ` (last: ${lastFailure})` : "";
+  return new TimeoutError(
+    `${opts.method} ${target.host.host}: deadline exceeded after ${attempts} attempts${last}`,
+  );
 }
 
 /** The message of an unknown thrown value, with its cause (fetch hides ECONNRESET there). */

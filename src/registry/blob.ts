@@ -33,7 +33,10 @@ export interface BlobOptions {
   minWaitMsec?: number;
   /** Largest backoff in milliseconds (300000). */
   maxWaitMsec?: number;
-  /** Deadline in seconds for one read, retries included (300). */
+  /**
+   * Deadline in seconds for one read, retries included (300); reads retry until it, past
+   * `maxRetries`.
+   */
   fetchingTimeoutSec?: number;
 }
 
@@ -353,6 +356,8 @@ export class HttpRemoteBlob implements RemoteBlob {
         url,
         headers: { range, "accept-encoding": "identity" },
         signal: deadline,
+        // A read waits out an outage up to fetching_timeout_sec rather than max_retries.
+        untilDeadline: true,
       },
       async (res) => {
         if (res.status === 200) {

@@ -33,7 +33,8 @@ export const StatusSchema = v.object({
     startedAt: v.string(),
   }),
   images: v.array(v.object({ ref: v.string(), layers: v.array(LayerSchema) })),
-  cache: v.record(v.string(), v.number()),
+  /** Counters, plus `diskError` (a string) when the disk part of the cache failed. */
+  cache: v.record(v.string(), v.union([v.number(), v.string()])),
   restore: v.object({
     pending: v.array(v.string()),
     failed: v.array(v.object({ name: v.string(), mountpoint: v.string(), error: v.string() })),

@@ -66,7 +66,9 @@ export function renderStatusPage(s: Status): string {
     `<tbody>${img.layers.map(layerRow).join("")}</tbody></table></section>`
   ).join("\n");
   const cache = Object.entries(s.cache).map(([k, v]) =>
-    `<tr><td>${esc(k)}</td><td>${k.endsWith("Bytes") ? formatBytes(v) : v}</td></tr>`
+    `<tr><td>${esc(k)}</td><td>${
+      typeof v === "number" && k.endsWith("Bytes") ? formatBytes(v) : esc(String(v))
+    }</td></tr>`
   ).join("");
   const failed = s.restore.failed.map((f) =>
     `<tr><td>${esc(f.name)}</td><td><code>${esc(f.mountpoint)}</code></td><td class="err">${

@@ -42,7 +42,8 @@ export interface AdminSources {
   daemon(): Status["daemon"];
   layers(): AdminLayer[];
   fallbacks(): readonly FallbackInput[];
-  cache(): Record<string, number>;
+  /** Counters, plus `diskError` (a string) when the disk part failed. */
+  cache(): Record<string, number | string>;
   snapshots(): Promise<unknown[]>;
   restore(): Status["restore"];
   /** Learned prefetch profiles (none when the feature is off). */
@@ -80,13 +81,17 @@ export function metricsText(src: AdminSources): string {
   }
   METRICS.layersMounted.set({}, layers.length);
   METRICS.restoreFailures.set({}, src.restore().failed.length);
-  const c = src.cache();
-  METRICS.cacheBytes.set({ tier: "disk" }, c.diskBytes ?? 0);
-  METRICS.cacheBytes.set({ tier: "memory" }, c.memoryBytes ?? 0);
-  METRICS.cacheEvictions.set({}, c.evictions ?? 0);
-  METRICS.cacheLookups.set({ result: "memory" }, c.memoryHits ?? 0);
-  METRICS.cacheLookups.set({ result: "disk" }, c.diskHits ?? 0);
-  METRICS.cacheLookups.set({ result: "miss" }, c.misses ?? 0);
+  const cache = src.cache();
+  const c = (key: string): number => {
+    const value = cache[key];
+    return typeof value === "number" ? value : 0;
+  };
+  METRICS.cacheBytes.set({ tier: "disk" }, c("diskBytes"));
+  METRICS.cacheBytes.set({ tier: "memory" }, c("memoryBytes"));
+  METRICS.cacheEvictions.set({}, c("evictions"));
+  METRICS.cacheLookups.set({ result: "memory" }, c("memoryHits"));
+  METRICS.cacheLookups.set({ result: "disk" }, c("diskHits"));
+  METRICS.cacheLookups.set({ result: "miss" }, c("misses"));
   return renderMetrics();
 }
 
