@@ -122,13 +122,22 @@ export interface StargzProcess {
  * source with the current runtime, or the compiled executable named by `STARGZ_TEST_BINARY`.
  */
 export async function startStargz(
-  opts: { dir: string; root?: string; address?: string; args?: string[] },
+  opts: {
+    dir: string;
+    root?: string;
+    address?: string;
+    args?: string[];
+    /** Another executable, or entry script (`.ts`), to run instead (an upgraded copy). */
+    binary?: string;
+  },
 ): Promise<StargzProcess> {
   const root = opts.root ?? path.join(opts.dir, "stargz-root");
   const address = opts.address ?? path.join(opts.dir, "stargz.sock");
-  const binary = process.env.STARGZ_TEST_BINARY;
+  const binary = opts.binary ?? process.env.STARGZ_TEST_BINARY;
   const argv = (serveArgs: string[]): string[] =>
-    binary ? [binary, ...serveArgs] : scriptCommand(path.join(REPO_ROOT, "src/main.ts"), serveArgs);
+    binary && !binary.endsWith(".ts")
+      ? [binary, ...serveArgs]
+      : scriptCommand(binary ?? path.join(REPO_ROOT, "src/main.ts"), serveArgs);
   const [cmd, ...args] = argv([
     "serve",
     "--address",

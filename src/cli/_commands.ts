@@ -1,6 +1,7 @@
 import type { Command } from "./_command.ts";
 import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
+import { fdHolderCommand } from "./fd_holder.ts";
 import { inspectCommand } from "./inspect.ts";
 import { mountCommand } from "./mount.ts";
 import { serveCommand } from "./serve.ts";
@@ -16,4 +17,5 @@ export const COMMANDS: readonly Command[] = [
   getTocDigestCommand,
   tocCommand,
   verifyCommand,
+  fdHolderCommand,
 ];

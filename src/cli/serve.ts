@@ -1,10 +1,13 @@
+import * as path from "node:path";
 import { ConfigError, loadConfig } from "../config/mod.ts";
+import { type FdStore, openHolder } from "../fdstore/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
 import { RegistryClient } from "../registry/mod.ts";
 import { startAdmin } from "../service/admin.ts";
 import type { AdminServer } from "../service/admin.ts";
-import { startDaemon } from "../service/mod.ts";
+import { notifySystemd, startDaemon } from "../service/mod.ts";
+import { hasLibc, selfCommand } from "../runtime/mod.ts";
 import { registryOptionsFromConfig } from "../service/registry_options.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
@@ -22,6 +25,29 @@ function nextStopSignal(): Promise<string> {
     process.once("SIGINT", on("SIGINT"));
     process.once("SIGTERM", on("SIGTERM"));
   });
+}
+
+/**
+ * The fd holder beside the root, started when none runs: it keeps the layers' FUSE connections
+ * across restarts. None where this runtime cannot move descriptors (no FFI): then a restart
+ * unmounts the layers, as before.
+ */
+async function openFdStore(root: string): Promise<FdStore | undefined> {
+  if (!hasLibc()) {
+    log.warn("no FFI on this runtime: layer mounts will not survive a restart");
+    return undefined;
+  }
+  const socket = path.join(root, "fd-holder.sock");
+  try {
+    return await openHolder({
+      socket,
+      command: selfCommand(["fd-holder", "--socket", socket]),
+      log,
+    });
+  } catch (err) {
+    log.error("no fd holder: layer mounts will not survive a restart", { error: err });
+    return undefined;
+  }
 }
 
 /** `stargz serve`: the snapshotter daemon (what `containerd-stargz-grpc` runs). */
@@ -81,14 +107,16 @@ export const serveCommand: Command = {
       root,
       config,
       log,
-      fileSystem: (root) =>
+      fileSystem: async (root) =>
         LayerFileSystem.create({
           root,
           config,
           registry: new RegistryClient(registryOptionsFromConfig(config, log)),
           log,
+          fdStore: await openFdStore(root),
         }),
     });
+    notifySystemd("READY=1", log);
     let admin: AdminServer | undefined;
     if (config.admin.address) {
       const layers = daemon.fileSystem as LayerFileSystem;
@@ -111,6 +139,7 @@ export const serveCommand: Command = {
       throw new CommandError(outcome.message, 1);
     }
     log.info("shutting down", { signal: outcome });
+    notifySystemd("STOPPING=1", log);
     await daemon.stop();
     return 0;
   },

@@ -3,8 +3,11 @@
  * blob file) through FUSE, fetching chunks on demand. The snapshotter drives it through the
  * {@link FileSystem} cut (`mount / check / unmount`).
  */
+import { execFile } from "node:child_process";
 import * as path from "node:path";
 import type { Config } from "../config/mod.ts";
+import type { FdStore } from "../fdstore/mod.ts";
+import { closeFd } from "../runtime/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { RegistryClient, RemoteBlob } from "../registry/mod.ts";
 import {
@@ -16,8 +19,9 @@ import {
 import type { BackgroundScheduler } from "./_background.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
 import { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
-import { mountLayer } from "./_layer_fuse.ts";
+import { adoptLayer, mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
+import { SessionTable } from "./_sessions.ts";
 import { Layer } from "./layer.ts";
 
 export { Layer, type LayerState } from "./layer.ts";
@@ -27,6 +31,13 @@ export { type LayerMount, type LayerMountOptions, mountLayer } from "./_layer_fu
 export { rangeSourceOf } from "./_local_source.ts";
 export { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 export type { RangeSource } from "./_layer_reader.ts";
+
+/** Detaches a dead or unwanted mount left at `mountpoint` (before mounting there anew). */
+async function unmountStale(mountpoint: string): Promise<void> {
+  await new Promise<void>((resolve) => {
+    execFile("umount", ["-l", mountpoint], () => resolve());
+  });
+}
 
 /** A layer that cannot be mounted remotely; the message says why (the snapshotter logs it). */
 export class LayerMountError extends Error {
@@ -40,6 +51,12 @@ export interface LayerFileSystemOptions {
   config: Config;
   registry: RegistryClient;
   log: Logger;
+  /**
+   * Keeps every layer's FUSE connection outside the daemon, so that its mounts outlive a
+   * restart: the layers it hands back are served again instead of being mounted anew, and
+   * {@link LayerFileSystem.close} leaves them mounted. Without one, closing unmounts.
+   */
+  fdStore?: FdStore;
 }
 
 interface Mounted {
@@ -67,16 +84,94 @@ export class LayerFileSystem {
   /** Layers opened ahead of their Prepare (neighbours of a mounted layer), by digest. */
   readonly #resolved = new Map<string, Promise<Resolved>>();
 
+  /** Connections handed back by the fd store and not yet served again, by mount point. */
+  readonly #handedBack = new Map<string, number>();
+
   private constructor(
     readonly opts: LayerFileSystemOptions,
     readonly cache: ChunkCache,
     readonly scheduler: BackgroundScheduler,
-  ) {}
+    private readonly sessions: SessionTable,
+  ) {
+    for (const [mp, fd] of opts.fdStore?.handedBack ?? []) this.#handedBack.set(mp, fd);
+  }
 
-  /** Opens the chunk cache and the background scheduler. */
+  /** Opens the chunk cache, the background scheduler and the saved FUSE sessions. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
     const cache = await ChunkCache.open(path.join(opts.root, "cache"), cacheOptions(opts.config));
-    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config));
+    const sessions = SessionTable.open(path.join(opts.root, "fuse-sessions.db"));
+    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), sessions);
+  }
+
+  /**
+   * True when the mount at `mountpoint` is a live connection a previous daemon handed over:
+   * {@link mount} will serve it again, so it must not be unmounted as stale.
+   */
+  adoptable(mountpoint: string): boolean {
+    return this.#handedBack.has(mountpoint) && this.sessions.get(mountpoint) !== undefined;
+  }
+
+  /** True when closing leaves the layers mounted for the next daemon. */
+  handsOver(): boolean {
+    return this.opts.fdStore !== undefined;
+  }
+
+  /** Lets go of connections handed back that no snapshot claimed (their mounts are gone). */
+  async releaseUnclaimed(): Promise<void> {
+    for (const [mp, fd] of [...this.#handedBack]) await this.#release(mp, fd);
+    for (const mp of this.sessions.mountpoints()) {
+      if (!this.#mounts.has(mp)) this.sessions.delete(mp);
+    }
+  }
+
+  async #release(mountpoint: string, fd: number): Promise<void> {
+    this.#handedBack.delete(mountpoint);
+    closeFd(fd);
+    this.sessions.delete(mountpoint);
+    await this.opts.fdStore?.drop(mountpoint).catch((err) =>
+      this.opts.log.warn("fd store: cannot drop", { mountpoint, error: err })
+    );
+  }
+
+  /** Serves the handed-back connection at `mountpoint` again, if there is one that still works. */
+  async #adopt(layer: Layer, mountpoint: string, log: Logger): Promise<LayerMount | undefined> {
+    const fd = this.#handedBack.get(mountpoint);
+    const state = this.sessions.get(mountpoint);
+    if (fd === undefined) return undefined;
+    this.#handedBack.delete(mountpoint);
+    if (state) {
+      try {
+        const m = await adoptLayer(
+          layer,
+          mountpoint,
+          fd,
+          state,
+          mountOptions(this.opts.config, log),
+        );
+        log.info("layer mount taken over from the previous daemon", { mountpoint, ...state });
+        return m;
+      } catch (err) {
+        log.warn("cannot take over the layer mount; mounting it anew", { mountpoint, error: err });
+      }
+    }
+    await this.#release(mountpoint, fd);
+    await unmountStale(mountpoint);
+    return undefined;
+  }
+
+  /** Keeps the new mount's connection outside this process and saves what a successor needs. */
+  async #keep(mountpoint: string, m: LayerMount): Promise<void> {
+    const store = this.opts.fdStore;
+    if (!store) return;
+    this.sessions.put(mountpoint, m.state());
+    try {
+      await store.keep(mountpoint, m.deviceFd);
+    } catch (err) {
+      this.opts.log.warn("fd store: this mount will not survive a restart", {
+        mountpoint,
+        error: err,
+      });
+    }
   }
 
   #verification(labels: Record<string, string>): string | undefined {
@@ -170,7 +265,9 @@ export class LayerFileSystem {
     const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
     let mount: LayerMount;
     try {
-      mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
+      mount = await this.#adopt(layer, mountpoint, log) ??
+        await mountLayer(layer, mountpoint, mountOptions(c, log));
+      await this.#keep(mountpoint, mount);
     } catch (err) {
       layer.close();
       throw err;
@@ -194,6 +291,8 @@ export class LayerFileSystem {
         log.warn("layer mount ended from outside", { mountpoint });
         this.#mounts.delete(mountpoint);
         layer.close();
+        this.sessions.delete(mountpoint);
+        this.opts.fdStore?.drop(mountpoint).catch(() => {});
       }
     });
     log.info("layer mounted", {
@@ -235,6 +334,10 @@ export class LayerFileSystem {
     this.#mounts.delete(mountpoint);
     m.layer.close();
     await m.mount.unmount();
+    this.sessions.delete(mountpoint);
+    await this.opts.fdStore?.drop(mountpoint).catch((err) =>
+      this.opts.log.warn("fd store: cannot drop", { mountpoint, error: err })
+    );
   }
 
   /** The mounted layers, for the admin view. */
@@ -246,8 +349,21 @@ export class LayerFileSystem {
     }));
   }
 
-  /** Unmounts every layer (daemon shutdown). */
+  /**
+   * Daemon shutdown: with an fd store the layers stay mounted, held there, for the next daemon
+   * (requests being answered are answered first); without one every layer is unmounted.
+   */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    const store = this.opts.fdStore;
+    if (store) {
+      const mounts = [...this.#mounts.values()];
+      this.#mounts.clear();
+      await Promise.allSettled(mounts.map((m) => m.mount.detach()));
+      for (const m of mounts) m.layer.close();
+      store.close();
+    } else {
+      await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    }
+    this.sessions.close();
   }
 }

@@ -75,3 +75,24 @@ export function pollingReader(fd: number): ReadableStreamDefaultReader<Uint8Arra
   if (!hasPollingReader()) throw new Error(`no polling reader on ${runtimeName()}`);
   return g.Bun.file(fd).stream().getReader();
 }
+
+export { closeFd, LibcError, sendDatagram, setNonBlocking, takeFd } from "./_libc.ts";
+import { libc } from "./_libc.ts";
+
+/**
+ * True when this process can call libc through the runtime's FFI: copy file descriptors out of
+ * another process ({@link takeFd}), set O_NONBLOCK, and notify systemd ({@link sendDatagram}).
+ * Bun and Deno (with `-A`) can; plain Node cannot.
+ */
+export function hasLibc(): boolean {
+  return libc() !== null;
+}
+
+/**
+ * argv that runs this same program again with `args`: the executable itself when compiled,
+ * otherwise the runtime with the entry script this process was started from.
+ */
+export function selfCommand(args: readonly string[]): string[] {
+  if (isCompiledBinary()) return [process.execPath, ...args];
+  return scriptCommand(process.argv[1] ?? "", args);
+}

@@ -13,6 +13,7 @@ import { prepareRoot } from "./_root.ts";
 import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
 export { SocketPathError } from "./_socket.ts";
+export { notifySystemd } from "./_systemd.ts";
 export { RootDirError } from "./_root.ts";
 export {
   SNAPSHOTS_SERVICE_NAME,
