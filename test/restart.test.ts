@@ -11,7 +11,14 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cleanupDir, mountsUnder, REPO_ROOT, startContainerd, startStargz } from "./_containerd.ts";
+import {
+  cleanupDir,
+  mountsUnder,
+  REPO_ROOT,
+  startContainerd,
+  startStargz,
+  waitUntil,
+} from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull } from "./_cri.ts";
 import { estargzLayer, makeBusyboxRoot, patternBytes, pushLayers, tarDir } from "./_images.ts";
@@ -71,6 +78,20 @@ async function progress(n: number, what: string, timeoutMs = 60_000): Promise<nu
   return Date.now() - start;
 }
 
+/**
+ * containerd fails calls to a proxy snapshotter while its connection is in reconnect backoff
+ * (it does not wait for it): wait until it reaches the new daemon.
+ */
+async function containerdReconnected(): Promise<void> {
+  await waitUntil(
+    async () =>
+      (await ctd!.ctr(["snapshots", "--snapshotter", "stargz", "ls"], { namespace: "k8s.io" }))
+        .code === 0,
+    30_000,
+    "containerd to reconnect to the snapshotter",
+  );
+}
+
 function configArgs(): string[] {
   return ["--config", path.join(dir, "config.toml")];
 }
@@ -108,6 +129,13 @@ function fuseFds(pid: number): number {
     } catch { /* closed meanwhile */ }
   }
   return n;
+}
+
+/** `major:minor` of the mount at `mountpoint` (the minor names the FUSE connection). */
+function mountDev(mountpoint: string): string {
+  const line = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")
+    .find((l) => l.split(" ")[4] === mountpoint);
+  return line?.split(" ")[2] ?? "";
 }
 
 async function fuseMounts(): Promise<string[]> {
@@ -216,9 +244,28 @@ describe("restarting the daemon under a running container", () => {
     }
   });
 
+  it("20 restarts in a row (SIGTERM and SIGKILL in turn) leak nothing", async () => {
+    const [first] = await fuseMounts();
+    const dev = mountDev(first!);
+    for (let i = 0; i < 20; i++) {
+      if (i % 2 === 0) assert.equal(await daemon!.stop(), 0);
+      else await daemon!.kill();
+      await startDaemon();
+      await progress(2, `after restart ${i + 1}`);
+      assert.deepEqual(await fuseMounts(), [first]);
+      // The very connection the container uses, never a new mount.
+      assert.equal(mountDev(first!), dev);
+      const hs = holders();
+      assert.equal(hs.length, 1, `holders after restart ${i + 1}: ${hs}`);
+      assert.equal(fuseFds(hs[0]!), 1);
+    }
+    assert.deepEqual(failures(), []);
+  });
+
   it("a new container of the image starts without pulling, and nothing leaked", async () => {
     const mounts = await fuseMounts();
     assert.equal(mounts.length, 1, mounts.join("\n"));
+    await containerdReconnected();
     const stdout = await ctd!.ctrOk([
       "run",
       "--rm",
@@ -233,8 +280,44 @@ describe("restarting the daemon under a running container", () => {
     const hs = holders();
     assert.equal(hs.length, 1, `holders: ${hs}`);
     assert.equal(fuseFds(hs[0]!), mounts.length);
-    assert.equal(fuseFds(daemon!.child.pid!), mounts.length);
-    assert.ok((await mountsUnder(path.join(dir, "stargz-root"))).length >= 1);
+    // The runtime holds a second descriptor per mount while it reads (Bun's stream, Deno's
+    // reader); both go with the mount.
+    assert.ok(fuseFds(daemon!.child.pid!) <= 2 * mounts.length);
     assert.deepEqual(failures(), []);
+  });
+
+  it("daemon and holder both killed: the container breaks, the daemon recovers, nothing leaks", async () => {
+    const [old] = await fuseMounts();
+    const oldDev = mountDev(old!);
+    await daemon!.kill();
+    for (const pid of holders()) process.kill(pid, "SIGKILL");
+    await startDaemon();
+    // The dead connection was detached and the layer mounted anew at the same place.
+    await waitUntil(
+      async () => (await fuseMounts()).length === 1,
+      30_000,
+      "the layer mounted anew",
+    );
+    const mounts = await fuseMounts();
+    assert.equal(mounts.length, 1, mounts.join("\n"));
+    assert.notEqual(mountDev(mounts[0]!), oldDev);
+    await containerdReconnected();
+    assert.equal(
+      await ctd!.ctrOk([
+        "run",
+        "--rm",
+        "--snapshotter",
+        "stargz",
+        image.ref,
+        "restart-third",
+        "/bin/cat",
+        "/data/hello",
+      ], { namespace: "k8s.io", timeoutMs: 60_000 }),
+      "hello\n",
+    );
+    const hs = holders();
+    assert.equal(hs.length, 1, `holders: ${hs}`);
+    assert.equal(fuseFds(hs[0]!), 1);
+    assert.ok((await mountsUnder(path.join(dir, "stargz-root"))).length >= 1);
   });
 });
