@@ -22,8 +22,8 @@ import {
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull } from "./_cri.ts";
 import { estargzLayer, makeBusyboxRoot, patternBytes, pushLayers, tarDir } from "./_images.ts";
-import { startRegistry } from "./_registry.ts";
-import type { PushedImage, TestRegistry } from "./_registry.ts";
+import { startFaultProxy, startRegistry } from "./_registry.ts";
+import type { FaultProxy, TestRegistry } from "./_registry.ts";
 
 /** Files in the data layer: the loop reads a different one each round, so most are cold. */
 const FILES = 400;
@@ -33,9 +33,12 @@ const OUTAGE_MS = Number(process.env.STARGZ_TEST_OUTAGE_MS ?? 3000);
 let dir: string;
 let out: string;
 let reg: TestRegistry | undefined;
+/** Between the daemon (and containerd) and the registry, to hold a read in flight. */
+let proxy: FaultProxy | undefined;
+/** The image, referenced through the proxy. */
+let ref: string;
 let daemon: StargzProcess | undefined;
 let ctd: Containerd | undefined;
-let image: PushedImage;
 const container = "restart-loop";
 
 /** Every round logs `ok N`; every failed step logs `FAIL <step> N <rc>`. */
@@ -71,7 +74,11 @@ async function progress(n: number, what: string, timeoutMs = 60_000): Promise<nu
   const target = rounds() + n;
   while (rounds() < target) {
     if (Date.now() - start > timeoutMs) {
-      throw new Error(`no progress ${what}: ${rounds()}/${target}; ${failures().join("; ")}`);
+      const logs = daemon!.logs().split("\n").filter((l) => /warn|error|resend|taken/.test(l));
+      throw new Error(
+        `no progress ${what}: ${rounds()}/${target}; ${failures().join("; ")}\n` +
+          logs.slice(-20).join("\n"),
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -160,7 +167,9 @@ before(async () => {
   tarDir(root, path.join(dir, "rootfs.tar"));
   const layer = await estargzLayer(path.join(dir, "rootfs.tar"));
   reg = await startRegistry();
-  image = await pushLayers(reg, "restart/app", "v1", [layer]);
+  await pushLayers(reg, "restart/app", "v1", [layer]);
+  proxy = await startFaultProxy(reg.url);
+  ref = `${proxy.host}/restart/app:v1`;
   // Without prefetch and background fetch, every first read of a file goes to the registry.
   fs.writeFileSync(
     path.join(dir, "config.toml"),
@@ -170,7 +179,7 @@ before(async () => {
   );
   await startDaemon();
   ctd = await startContainerd({ dir, snapshotterAddress: daemon!.address });
-  await criPull(ctd.address, image.ref);
+  await criPull(ctd.address, ref);
   await ctd.ctrOk([
     "run",
     "-d",
@@ -178,7 +187,7 @@ before(async () => {
     "stargz",
     "--mount",
     `type=bind,src=${out},dst=/out,options=rbind:rw`,
-    image.ref,
+    ref,
     container,
     "/bin/sh",
     "-c",
@@ -193,6 +202,7 @@ after(async () => {
   await ctd?.stop();
   await daemon?.stop();
   for (const pid of holders()) process.kill(pid, "SIGTERM");
+  await proxy?.stop();
   await reg?.stop();
   await cleanupDir(dir);
 });
@@ -213,6 +223,25 @@ describe("restarting the daemon under a running container", () => {
     const ms = await progress(10, "after a crash");
     assert.deepEqual(failures(), []);
     console.log(`crash restart: 10 rounds ${ms} ms after the new daemon serves`);
+  });
+
+  it("a read in flight when the daemon is killed completes after the restart", async () => {
+    const blobReads = (): number =>
+      proxy!.requests.filter((r) => r.method === "GET" && r.url.includes("/blobs/")).length;
+    const before = blobReads();
+    // The next cold read hangs in the daemon, waiting for the registry.
+    proxy!.rule = (r) =>
+      r.method === "GET" && r.url.includes("/blobs/") ? { kind: "hang" } : { kind: "pass" };
+    await waitUntil(() => blobReads() > before, 30_000, "a read to reach the registry");
+    const stuckAt = rounds();
+    await daemon!.kill();
+    proxy!.rule = () => ({ kind: "pass" });
+    await startDaemon();
+    // The kernel resends the READ the dead daemon had taken: the round it belonged to completes.
+    await progress(3, "after killing the daemon in the middle of a read");
+    assert.ok(rounds() > stuckAt);
+    assert.deepEqual(failures(), []);
+    assert.doesNotMatch(daemon!.logs(), /cannot resend/);
   });
 
   it("an outage: reads block while the daemon is down and none fails", async () => {
@@ -271,7 +300,7 @@ describe("restarting the daemon under a running container", () => {
       "--rm",
       "--snapshotter",
       "stargz",
-      image.ref,
+      ref,
       "restart-second",
       "/bin/cat",
       "/data/hello",
@@ -308,7 +337,7 @@ describe("restarting the daemon under a running container", () => {
         "--rm",
         "--snapshotter",
         "stargz",
-        image.ref,
+        ref,
         "restart-third",
         "/bin/cat",
         "/data/hello",

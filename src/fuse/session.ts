@@ -116,8 +116,11 @@ export interface SessionState {
   maxRead: number;
 }
 
-/** FUSE_NOTIFY_RESEND (`enum fuse_notify_code`, protocol 7.40, Linux 6.9). */
-const NOTIFY_RESEND = 9;
+/**
+ * FUSE_NOTIFY_RESEND (`enum fuse_notify_code`: POLL 1 … DELETE 6, RESEND 7, INC_EPOCH 8,
+ * PRUNE 9; protocol 7.40, Linux 6.9).
+ */
+const NOTIFY_RESEND = 7;
 
 /** A mounted filesystem. Unmount it with {@link FuseSession.unmount}. */
 export class FuseSession {
