@@ -145,7 +145,7 @@ function mountDev(mountpoint: string): string {
   return line?.split(" ")[2] ?? "";
 }
 
-async function fuseMounts(): Promise<string[]> {
+function fuseMounts(): string[] {
   const text = fs.readFileSync("/proc/self/mountinfo", "utf8");
   const snapshots = path.join(dir, "stargz-root", "snapshots") + "/";
   return text.split("\n").filter((l) => l.includes(" - fuse.stargz ")).map((l) => l.split(" ")[4])
@@ -274,14 +274,14 @@ describe("restarting the daemon under a running container", () => {
   });
 
   it("20 restarts in a row (SIGTERM and SIGKILL in turn) leak nothing", async () => {
-    const [first] = await fuseMounts();
+    const [first] = fuseMounts();
     const dev = mountDev(first!);
     for (let i = 0; i < 20; i++) {
       if (i % 2 === 0) assert.equal(await daemon!.stop(), 0);
       else await daemon!.kill();
       await startDaemon();
       await progress(2, `after restart ${i + 1}`);
-      assert.deepEqual(await fuseMounts(), [first]);
+      assert.deepEqual(fuseMounts(), [first]);
       // The very connection the container uses, never a new mount.
       assert.equal(mountDev(first!), dev);
       const hs = holders();
@@ -292,7 +292,7 @@ describe("restarting the daemon under a running container", () => {
   });
 
   it("a new container of the image starts without pulling, and nothing leaked", async () => {
-    const mounts = await fuseMounts();
+    const mounts = fuseMounts();
     assert.equal(mounts.length, 1, mounts.join("\n"));
     await containerdReconnected();
     const stdout = await ctd!.ctrOk([
@@ -316,18 +316,18 @@ describe("restarting the daemon under a running container", () => {
   });
 
   it("daemon and holder both killed: the container breaks, the daemon recovers, nothing leaks", async () => {
-    const [old] = await fuseMounts();
+    const [old] = fuseMounts();
     const oldDev = mountDev(old!);
     await daemon!.kill();
     for (const pid of holders()) process.kill(pid, "SIGKILL");
     await startDaemon();
     // The dead connection was detached and the layer mounted anew at the same place.
     await waitUntil(
-      async () => (await fuseMounts()).length === 1,
+      async () => (fuseMounts()).length === 1,
       30_000,
       "the layer mounted anew",
     );
-    const mounts = await fuseMounts();
+    const mounts = fuseMounts();
     assert.equal(mounts.length, 1, mounts.join("\n"));
     assert.notEqual(mountDev(mounts[0]!), oldDev);
     await containerdReconnected();

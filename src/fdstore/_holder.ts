@@ -5,11 +5,13 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as v from "valibot";
-import { closeFd, takeFd } from "../runtime/mod.ts";
+import { brokenFds, closeFd, takeFd } from "../runtime/mod.ts";
 import { PROTOCOL, type Reply, Request } from "./_protocol.ts";
 
 /** How long a holder nobody talks to and that keeps nothing waits before it exits. */
 const IDLE_EXIT_MS = 10_000;
+/** How often kept descriptors are checked for connections that ended without a `drop`. */
+const SWEEP_MS = 2000;
 
 /** Serves the holder protocol on the unix socket `socketPath` until idle; resolves to 0. */
 export function runHolder(socketPath: string): Promise<number> {
@@ -69,25 +71,38 @@ export function runHolder(socketPath: string): Promise<number> {
       armIdle();
     });
   });
+  // A mount unmounted while no daemon ran (or by hand) ends its connection: its descriptor
+  // polls as an error and is of no use to anyone. A removed socket means nobody can reach us.
+  const sweep = setInterval(() => {
+    const names = [...kept.keys()];
+    const broken = brokenFds(names.map((n) => kept.get(n)!));
+    names.forEach((n, i) => {
+      if (!broken[i]) return;
+      closeFd(kept.get(n)!);
+      kept.delete(n);
+    });
+    if (!fs.existsSync(socketPath)) return stop();
+    if (broken.some((b) => b)) armIdle();
+  }, SWEEP_MS);
+  const stop = (): void => {
+    clearInterval(sweep);
+    clearTimeout(idleTimer);
+    server.close();
+    fs.rmSync(socketPath, { force: true });
+    done(0);
+  };
   const armIdle = (): void => {
     clearTimeout(idleTimer);
     if (clients > 0 || kept.size > 0) return;
     idleTimer = setTimeout(() => {
-      if (clients > 0 || kept.size > 0) return;
-      server.close();
-      fs.rmSync(socketPath, { force: true });
-      done(0);
+      if (clients === 0 && kept.size === 0) stop();
     }, IDLE_EXIT_MS);
   };
   // Signals that end a shell session must not take the containers' mounts with them; SIGTERM
   // is an explicit request to let go.
   process.on("SIGHUP", () => {});
   process.on("SIGINT", () => {});
-  process.once("SIGTERM", () => {
-    server.close();
-    fs.rmSync(socketPath, { force: true });
-    done(0);
-  });
+  process.once("SIGTERM", stop);
   fs.rmSync(socketPath, { force: true });
   const oldMask = process.umask(0o077);
   server.listen(socketPath, () => {

@@ -40,6 +40,7 @@ interface Libc {
   fcntl(fd: number, cmd: number, arg: number): number;
   socket(domain: number, type: number, protocol: number): number;
   sendmsg(fd: number, msg: Uint8Array, flags: number): number;
+  poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   /** The address of `buf`, to store in a struct. */
   address(buf: Uint8Array): bigint;
   errno(): number;
@@ -60,6 +61,7 @@ function bunLibc(): Libc {
     fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
     socket: { args: ["i32", "i32", "i32"], returns: "i32" },
     sendmsg: { args: ["i32", "ptr", "i32"], returns: "i64" },
+    poll: { args: ["ptr", "u64", "i32"], returns: "i32" },
     __errno_location: { args: [], returns: "ptr" },
   });
   return {
@@ -69,6 +71,7 @@ function bunLibc(): Libc {
     fcntl: (fd, cmd, arg) => Number(s.fcntl(fd, cmd, arg)),
     socket: (d, t, p) => Number(s.socket(d, t, p)),
     sendmsg: (fd, msg, flags) => Number(s.sendmsg(fd, msg, flags)),
+    poll: (fds, n, t) => Number(s.poll(fds, n, t)),
     address: (buf) => BigInt(ffi.ptr(buf)),
     errno: () => ffi.read.i32(s.__errno_location(), 0),
   };
@@ -83,6 +86,7 @@ function denoLibc(): Libc {
     fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
     socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
     sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   });
   return {
@@ -92,6 +96,7 @@ function denoLibc(): Libc {
     fcntl: (fd, cmd, arg) => s.fcntl(fd, cmd, arg),
     socket: (d, t, p) => s.socket(d, t, p),
     sendmsg: (fd, msg, flags) => Number(s.sendmsg(fd, msg, flags)),
+    poll: (fds, n, t) => s.poll(fds, BigInt(n), t),
     address: (buf) => BigInt(D.UnsafePointer.value(D.UnsafePointer.of(buf))),
     errno: () => new D.UnsafePointerView(s.__errno_location()).getInt32(0),
   };
@@ -160,6 +165,25 @@ export function setNonBlocking(fd: number, on: boolean): void {
   const flags = check(c, "fcntl(F_GETFL)", c.fcntl(fd, F_GETFL, 0));
   const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
   if (next !== flags) check(c, "fcntl(F_SETFL)", c.fcntl(fd, F_SETFL, next));
+}
+
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+
+/**
+ * Which of `fds` report an error or hang-up right now (`poll` with no wait): for /dev/fuse, a
+ * connection that ended (unmounted or aborted).
+ */
+export function brokenFds(fds: readonly number[]): boolean[] {
+  if (fds.length === 0) return [];
+  const c = need();
+  // struct pollfd { int fd; short events; short revents; }
+  const buf = new Uint8Array(fds.length * 8);
+  const v = new DataView(buf.buffer);
+  fds.forEach((fd, i) => v.setInt32(i * 8, fd, true));
+  check(c, "poll", c.poll(buf, fds.length, 0));
+  return fds.map((_fd, i) => (v.getInt16(i * 8 + 6, true) & (POLLERR | POLLHUP | POLLNVAL)) !== 0);
 }
 
 /** Closes `fd`, ignoring errors. */

@@ -76,7 +76,7 @@ export function pollingReader(fd: number): ReadableStreamDefaultReader<Uint8Arra
   return g.Bun.file(fd).stream().getReader();
 }
 
-export { closeFd, LibcError, sendDatagram, setNonBlocking, takeFd } from "./_libc.ts";
+export { brokenFds, closeFd, LibcError, sendDatagram, setNonBlocking, takeFd } from "./_libc.ts";
 import { libc } from "./_libc.ts";
 
 /**
