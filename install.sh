@@ -104,10 +104,16 @@ After=network.target
 Before=containerd.service
 
 [Service]
-Type=simple
+# READY=1 once the socket serves, STOPPING=1 on shutdown (sd_notify from the main process).
+Type=notify
+NotifyAccess=main
 ExecStart=$PREFIX/bin/containerd-stargz-grpc --log-level=info --config=$CONFIG_DIR/config.toml
 Restart=always
 RestartSec=1
+# Running containers keep their layers across restarts because "stargz fd-holder", started by
+# the daemon, keeps every FUSE connection open: stopping or restarting the unit signals only the
+# daemon (see docs/operations.md, "Restart and upgrade").
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target

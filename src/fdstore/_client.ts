@@ -89,7 +89,7 @@ async function connectOrStart(opts: OpenHolderOptions): Promise<net.Socket> {
   // Its own session and no pipes to us: the holder must outlive this process and its terminal.
   const child = spawn(cmd!, args, { detached: true, stdio: "ignore" });
   child.unref();
-  opts.log.info("started the fd holder", { pid: child.pid, socket: opts.socket });
+  opts.log.debug("started the fd holder", { pid: child.pid, socket: opts.socket });
   const deadline = Date.now() + 15_000;
   for (;;) {
     const s = await connect(opts.socket);
@@ -109,14 +109,17 @@ class HolderStore implements FdStore {
   constructor(
     readonly handedBack: ReadonlyMap<string, number>,
     private readonly opts: OpenHolderOptions,
-    conn: Connection,
+    conn: Connection | undefined,
   ) {
     this.#conn = conn;
   }
 
   static async open(opts: OpenHolderOptions): Promise<HolderStore> {
     const self: { store?: HolderStore } = {};
-    const conn = new Connection(await connectOrStart(opts), () => self.store?.lost());
+    // A holder is only started when something is to be kept: a daemon without mounts has none.
+    const sock = await connect(opts.socket);
+    if (!sock) return new HolderStore(new Map(), opts, undefined);
+    const conn = new Connection(sock, () => self.store?.lost());
     const list = await conn.ask({ op: "list" });
     if (!list.ok || list.pid === undefined) {
       conn.end();
@@ -137,8 +140,9 @@ class HolderStore implements FdStore {
   /** The connection closed: unless closing, start (or find) a holder and hand it everything. */
   lost(): void {
     if (this.#closed) return;
-    this.opts.log.warn("lost the fd holder; starting another", { socket: this.opts.socket });
     this.#conn = undefined;
+    if (this.#kept.size === 0) return;
+    this.opts.log.warn("lost the fd holder; starting another", { socket: this.opts.socket });
     void this.#connection().catch((err) =>
       this.opts.log.error("cannot restart the fd holder", { error: err })
     );
@@ -168,6 +172,8 @@ class HolderStore implements FdStore {
 
   async drop(name: string): Promise<void> {
     this.#kept.delete(name);
+    // No holder to tell: what it kept went with it.
+    if (!this.#conn && !this.#reconnecting) return;
     const r = await (await this.#connection()).ask({ op: "drop", name });
     if (!r.ok) throw new Error(`fd holder: ${r.error}`);
   }
@@ -179,8 +185,8 @@ class HolderStore implements FdStore {
 }
 
 /**
- * Connects to the holder at `opts.socket`, starting one when none answers, and takes back the
- * descriptors it keeps.
+ * Connects to the holder at `opts.socket` when one runs and takes back the descriptors it
+ * keeps; a holder is started on the first {@link FdStore.keep} when none runs.
  */
 export function openHolder(opts: OpenHolderOptions): Promise<FdStore> {
   return HolderStore.open(opts);
