@@ -255,21 +255,29 @@ describe("restarting the daemon under a running container", () => {
     assert.deepEqual(failures(), []);
   });
 
-  it("upgrade: a differently named copy of the program takes over", async () => {
+  it("upgrade: another build of the program takes over", async () => {
+    // From source, the compiled executable when one was built (another runtime under Deno);
+    // otherwise, and for the executable itself, a differently named copy.
     const binary = process.env.STARGZ_TEST_BINARY;
-    // From source: a copy of the entry script under another name (the bundle would differ too).
-    const copy = binary
-      ? path.join(dir, "stargz-upgraded")
-      : path.join(REPO_ROOT, "src", `main-upgraded-${process.pid}.ts`);
-    fs.copyFileSync(binary ?? path.join(REPO_ROOT, "src", "main.ts"), copy);
+    const built = path.join(
+      REPO_ROOT,
+      "dist",
+      `stargz-linux-${os.arch() === "x64" ? "amd64" : "arm64"}`,
+    );
+    const source = binary ??
+      (fs.existsSync(built) ? built : path.join(REPO_ROOT, "src", "main.ts"));
+    const copy = source.endsWith(".ts")
+      ? path.join(REPO_ROOT, "src", `main-upgraded-${process.pid}.ts`)
+      : path.join(dir, "stargz-upgraded");
+    fs.copyFileSync(source, copy);
     fs.chmodSync(copy, 0o755);
     try {
       assert.equal(await daemon!.stop(), 0);
       await startDaemon(copy);
-      await progress(10, "after an upgrade");
+      await progress(10, `after an upgrade to ${source}`);
       assert.deepEqual(failures(), []);
     } finally {
-      if (!binary) fs.rmSync(copy, { force: true });
+      if (copy.endsWith(".ts")) fs.rmSync(copy, { force: true });
     }
   });
 
