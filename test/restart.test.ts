@@ -244,6 +244,21 @@ describe("restarting the daemon under a running container", () => {
     assert.doesNotMatch(daemon!.logs(), /cannot resend/);
   });
 
+  it("the registry unreachable while the daemon restarts: containers wait, then go on", async () => {
+    proxy!.rule = () => ({ kind: "status", status: 503 });
+    await daemon!.kill();
+    await startDaemon();
+    await waitUntil(
+      () => /cannot open the layer of a handed-over mount/.test(daemon!.logs()),
+      60_000,
+      "the daemon to find the registry unreachable",
+    );
+    proxy!.rule = () => ({ kind: "pass" });
+    await progress(5, "after the registry came back");
+    assert.deepEqual(failures(), []);
+    assert.match(daemon!.logs(), /taken over from the previous daemon/);
+  });
+
   it("an outage: reads block while the daemon is down and none fails", async () => {
     await daemon!.kill();
     const before = rounds();

@@ -32,6 +32,9 @@ export { rangeSourceOf } from "./_local_source.ts";
 export { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
 export type { RangeSource } from "./_layer_reader.ts";
 
+/** How long a handed-over mount waits for its layer to open again before it is let go. */
+const ADOPT_RETRY_MS = 10 * 60_000;
+
 /** Detaches a dead or unwanted mount left at `mountpoint` (before mounting there anew). */
 async function unmountStale(mountpoint: string): Promise<void> {
   await new Promise<void>((resolve) => {
@@ -86,6 +89,12 @@ export class LayerFileSystem {
 
   /** Connections handed back by the fd store and not yet served again, by mount point. */
   readonly #handedBack = new Map<string, number>();
+  /** Handed-back mounts whose layer could not be opened yet (see `#retryAdoption`). */
+  readonly #adoptRetries = new Map<
+    string,
+    { attempt: number; since: number; timer?: ReturnType<typeof setTimeout> }
+  >();
+  #closing = false;
 
   private constructor(
     readonly opts: LayerFileSystemOptions,
@@ -118,9 +127,11 @@ export class LayerFileSystem {
 
   /** Lets go of connections handed back that no snapshot claimed (their mounts are gone). */
   async releaseUnclaimed(): Promise<void> {
-    for (const [mp, fd] of [...this.#handedBack]) await this.#release(mp, fd);
+    for (const [mp, fd] of [...this.#handedBack]) {
+      if (!this.#adoptRetries.has(mp)) await this.#release(mp, fd);
+    }
     for (const mp of this.sessions.mountpoints()) {
-      if (!this.#mounts.has(mp)) this.sessions.delete(mp);
+      if (!this.#mounts.has(mp) && !this.#adoptRetries.has(mp)) this.sessions.delete(mp);
     }
   }
 
@@ -157,6 +168,40 @@ export class LayerFileSystem {
     await this.#release(mountpoint, fd);
     await unmountStale(mountpoint);
     return undefined;
+  }
+
+  /**
+   * The layer of a handed-over mount cannot be opened (registry unreachable): its containers'
+   * requests wait in the kernel while this retries with backoff, for up to
+   * {@link ADOPT_RETRY_MS}; only then is the connection let go (and its containers break).
+   */
+  #retryAdoption(
+    mountpoint: string,
+    labels: Record<string, string>,
+    err: unknown,
+    log: Logger,
+  ): void {
+    const r = this.#adoptRetries.get(mountpoint) ?? { attempt: 0, since: Date.now() };
+    this.#adoptRetries.set(mountpoint, r);
+    if (this.#closing) return;
+    if (Date.now() - r.since > ADOPT_RETRY_MS) {
+      log.error("giving up on a handed-over layer mount", { mountpoint, error: err });
+      this.#adoptRetries.delete(mountpoint);
+      const fd = this.#handedBack.get(mountpoint);
+      if (fd !== undefined) void this.#release(mountpoint, fd).then(() => unmountStale(mountpoint));
+      return;
+    }
+    const delay = Math.min(30_000, 1000 * 2 ** r.attempt++);
+    log.warn("cannot open the layer of a handed-over mount; its containers wait, retrying", {
+      mountpoint,
+      retryInMs: delay,
+      error: err,
+    });
+    r.timer = setTimeout(() => {
+      this.mount(mountpoint, labels).catch((e) =>
+        log.error("cannot serve a handed-over layer mount", { mountpoint, error: e })
+      );
+    }, delay);
   }
 
   /** Keeps the new mount's connection outside this process and saves what a successor needs. */
@@ -262,7 +307,16 @@ export class LayerFileSystem {
     const log = this.opts.log.with({ layer: src.digest, ref: src.ref });
     const c = this.opts.config;
     this.#resolveNeighbours(src.ref, src.digest, src.layers);
-    const { layer, blob } = await this.#resolve(src.ref, src.digest, expected);
+    let resolved: Resolved;
+    try {
+      resolved = await this.#resolve(src.ref, src.digest, expected);
+    } catch (err) {
+      if (!this.adoptable(mountpoint)) throw err;
+      this.#retryAdoption(mountpoint, labels, err, log);
+      return;
+    }
+    const { layer, blob } = resolved;
+    this.#adoptRetries.delete(mountpoint);
     let mount: LayerMount;
     try {
       mount = await this.#adopt(layer, mountpoint, log) ??
@@ -354,6 +408,9 @@ export class LayerFileSystem {
    * (requests being answered are answered first); without one every layer is unmounted.
    */
   async close(): Promise<void> {
+    this.#closing = true;
+    // Still held by the fd store: the next daemon tries again.
+    for (const r of this.#adoptRetries.values()) clearTimeout(r.timer);
     const store = this.opts.fdStore;
     if (store) {
       const mounts = [...this.#mounts.values()];
