@@ -167,7 +167,15 @@ class HolderStore implements FdStore {
 
   async keep(name: string, fd: number): Promise<void> {
     this.#kept.set(name, fd);
-    await this.#hold(await this.#connection(), name, fd);
+    const conn = await this.#connection();
+    try {
+      await this.#hold(conn, name, fd);
+    } catch (err) {
+      // The holder died before we noticed: the next connection hands it everything.
+      if (!conn.closed) throw err;
+      this.#conn = undefined;
+      await this.#connection();
+    }
   }
 
   async drop(name: string): Promise<void> {
