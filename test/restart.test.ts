@@ -1,7 +1,7 @@
 /**
  * A running container survives restarts of the daemon: a real containerd with our daemon as its
  * snapshotter runs a container (lazily pulled through CRI) that reads files not fetched yet,
- * files read before, lists a directory and execs binaries in a loop, writing each outcome to a
+ * files read before, lists a directory, reads the layer's state file and execs binaries in a loop, writing each outcome to a
  * log on the host. The daemon is then stopped with SIGTERM, killed with SIGKILL, left down for
  * a while, and replaced by a differently named copy of itself (an upgrade in place): the
  * container must not see a single failure, and must keep going after each restart.
@@ -9,6 +9,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
@@ -50,6 +51,7 @@ while true; do
   cat /data/hello > /dev/null || echo "FAIL read-warm $i $?" >> /out/log
   ls /data > /dev/null || echo "FAIL list $i $?" >> /out/log
   /bin/busybox true || echo "FAIL exec $i $?" >> /out/log
+  cat /.stargz-snapshotter/*.json > /dev/null || echo "FAIL state-file $i $?" >> /out/log
   echo "ok $i" >> /out/log
   i=$((i + 1))
   sleep 0.05
@@ -97,6 +99,23 @@ async function containerdReconnected(): Promise<void> {
     30_000,
     "containerd to reconnect to the snapshotter",
   );
+}
+
+/** Digests of the layers the admin API lists. */
+function adminLayers(): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    http.get({ socketPath: path.join(dir, "admin.sock"), path: "/v1/layers" }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => {
+        try {
+          resolve((JSON.parse(body) as { digest: string }[]).map((l) => l.digest).sort());
+        } catch (err) {
+          reject(err);
+        }
+      });
+    }).on("error", reject);
+  });
 }
 
 function configArgs(): string[] {
@@ -218,11 +237,16 @@ describe("restarting the daemon under a running container", () => {
   });
 
   it("crash (SIGKILL, then start again): no failed read or exec", async () => {
+    const layers = await adminLayers();
     await daemon!.kill();
     await startDaemon();
+    const first = await progress(1, "after a crash");
     const ms = await progress(10, "after a crash");
     assert.deepEqual(failures(), []);
-    console.log(`crash restart: 10 rounds ${ms} ms after the new daemon serves`);
+    console.log(
+      `crash restart: first round ${first} ms, 10 more ${ms} ms after the new daemon serves`,
+    );
+    assert.deepEqual(await adminLayers(), layers);
   });
 
   it("a read in flight when the daemon is killed completes after the restart", async () => {

@@ -416,7 +416,8 @@ export class LayerFileSystem {
       const mounts = [...this.#mounts.values()];
       this.#mounts.clear();
       await Promise.allSettled(mounts.map((m) => m.mount.detach()));
-      for (const m of mounts) m.layer.close();
+      // The layers stay open: requests read until the process exits are still answered (on
+      // kernels without FUSE_NOTIFY_RESEND nobody else would answer them).
       store.close();
     } else {
       await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
