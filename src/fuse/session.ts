@@ -200,7 +200,8 @@ export class FuseSession {
   /**
    * Hands the connection over to a successor process: it is no longer torn down when this
    * process exits, and this resolves once the requests being answered were answered (at most
-   * `graceMs`). Requests read after that are resent to the successor by the kernel.
+   * `graceMs`). Requests read after that are still answered until the process exits; the
+   * kernel resends whatever is left unanswered to the successor (see {@link adopt}).
    */
   async detach(graceMs = 2000): Promise<void> {
     live.delete(this);
