@@ -383,6 +383,13 @@ export class LayerFileSystem {
 
   /** Unmounts the layer at `mountpoint` and stops its background work. */
   async unmount(mountpoint: string): Promise<void> {
+    const retry = this.#adoptRetries.get(mountpoint);
+    if (retry) {
+      clearTimeout(retry.timer);
+      this.#adoptRetries.delete(mountpoint);
+    }
+    const handed = this.#handedBack.get(mountpoint);
+    if (handed !== undefined) await this.#release(mountpoint, handed);
     const m = this.#mounts.get(mountpoint);
     if (!m) return;
     this.#mounts.delete(mountpoint);
