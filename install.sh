@@ -139,10 +139,16 @@ After=network.target
 Before=containerd.service
 
 [Service]
-Type=simple
+# READY=1 once the socket serves, STOPPING=1 on shutdown (sd_notify from the main process).
+Type=notify
+NotifyAccess=main
 ExecStart=$PREFIX/bin/containerd-stargz-grpc --log-level=info --config=$CONFIG --root=$ROOT --address=$ADDRESS
 Restart=always
 RestartSec=1
+# Running containers keep their layers across restarts because "stargz fd-holder", started by
+# the daemon, keeps every FUSE connection open: stopping or restarting the unit signals only the
+# daemon (see docs/operations.md, "Restart and upgrade").
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target
@@ -165,6 +171,19 @@ start_background() {
   setsid "$PREFIX/bin/containerd-stargz-grpc" --log-level=info --config="$CONFIG" --root="$ROOT" \
     --address="$ADDRESS" </dev/null >>"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
+}
+
+# The fd holder keeps the layers' FUSE connections open across daemon restarts: uninstalling ends
+# them. Removing its socket makes it exit; the dead mounts under the root are then detached.
+release_layers() {
+  [ -d "$ROOT" ] || return 0
+  holder="fd-holder --socket $ROOT/fd-holder.sock"
+  rm -f "$ROOT/fd-holder.sock"
+  i=0
+  while pgrep -f "$holder" >/dev/null 2>&1 && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  pkill -KILL -f "$holder" 2>/dev/null || true
+  awk -v r="$ROOT/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r mp; do umount -l "$mp" 2>/dev/null || true; done
 }
 
 restart_containerd() {
@@ -194,6 +213,7 @@ if $uninstall; then
     systemctl daemon-reload
   fi
   stop_background
+  release_layers
   if [ -x "$BIN" ] && [ -f "$CONTAINERD_CONFIG" ] &&
     [ "$(containerd_config remove)" = changed ]; then
     say "removed the stargz plugin from $CONTAINERD_CONFIG"

@@ -70,6 +70,7 @@ check "install.sh from the release set" env STARGZ_TEST_BINARY="$PWD/$BIN" \
 # The compiled binary must do what the source does: the daemon end-to-end suites against it.
 check "end-to-end suites against the compiled binary" env STARGZ_TEST_BINARY="$PWD/$BIN" \
   node_modules/.bin/bun test --timeout 600000 ./test/lazy_pull.test.ts ./test/snapshotter.test.ts \
-  ./test/keychain_cri.test.ts ./test/keychain_daemon.test.ts ./test/rpull.test.ts
+  ./test/keychain_cri.test.ts ./test/keychain_daemon.test.ts ./test/rpull.test.ts \
+  ./test/restart.test.ts
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

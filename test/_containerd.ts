@@ -96,8 +96,29 @@ export async function mountsUnder(dir: string): Promise<string[]> {
   ).filter((m) => m === dir || m.startsWith(dir + "/")).reverse();
 }
 
-/** Unmounts everything below `dir` and removes it. */
+/**
+ * Unmounts everything below `dir` and removes it. A daemon stopped gracefully leaves its layers
+ * mounted, held by its fd holder for the next daemon and served by nobody, so even umount's
+ * stat of them would wait: their connections are aborted and the holders stopped first.
+ */
 export async function cleanupDir(dir: string): Promise<void> {
+  const text = await fs.readFile("/proc/self/mountinfo", "utf8");
+  for (const line of text.split("\n")) {
+    const f = line.split(" ");
+    const mp = f[4] ?? "";
+    if (!(mp === dir || mp.startsWith(dir + "/")) || !line.includes(" - fuse")) continue;
+    const minor = (f[2] ?? "").split(":")[1];
+    await fs.writeFile(`/sys/fs/fuse/connections/${minor}/abort`, "1").catch(() => {});
+  }
+  for (const name of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const argv = (await fs.readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")).split("\0");
+    if (argv.includes("fd-holder") && argv.some((a) => a.startsWith(dir + "/"))) {
+      try {
+        process.kill(Number(name), "SIGTERM");
+      } catch { /* already gone */ }
+    }
+  }
   for (const m of await mountsUnder(dir)) {
     await run("umount", [m]).catch(() => run("umount", ["-l", m]).catch(() => {}));
   }
@@ -122,13 +143,22 @@ export interface StargzProcess {
  * source with the current runtime, or the compiled executable named by `STARGZ_TEST_BINARY`.
  */
 export async function startStargz(
-  opts: { dir: string; root?: string; address?: string; args?: string[] },
+  opts: {
+    dir: string;
+    root?: string;
+    address?: string;
+    args?: string[];
+    /** Another executable, or entry script (`.ts`), to run instead (an upgraded copy). */
+    binary?: string;
+  },
 ): Promise<StargzProcess> {
   const root = opts.root ?? path.join(opts.dir, "stargz-root");
   const address = opts.address ?? path.join(opts.dir, "stargz.sock");
-  const binary = process.env.STARGZ_TEST_BINARY;
+  const binary = opts.binary ?? process.env.STARGZ_TEST_BINARY;
   const argv = (serveArgs: string[]): string[] =>
-    binary ? [binary, ...serveArgs] : scriptCommand(path.join(REPO_ROOT, "src/main.ts"), serveArgs);
+    binary && !binary.endsWith(".ts")
+      ? [binary, ...serveArgs]
+      : scriptCommand(binary ?? path.join(REPO_ROOT, "src/main.ts"), serveArgs);
   const [cmd, ...args] = argv([
     "serve",
     "--address",

@@ -1,6 +1,7 @@
 import type { Command } from "./_command.ts";
 import { configCommand } from "./config.ts";
 import { convertCommand } from "./convert.ts";
+import { fdHolderCommand } from "./fd_holder.ts";
 import { inspectCommand } from "./inspect.ts";
 import { installHelperCommand } from "./install_helper.ts";
 import { mountCommand } from "./mount.ts";
@@ -24,4 +25,5 @@ export const COMMANDS: readonly Command[] = [
   tocCommand,
   verifyCommand,
   installHelperCommand,
+  fdHolderCommand,
 ];

@@ -9,6 +9,7 @@ import { KeychainConfigError, RootDirError, SocketPathError } from "../service/m
 import { CommandError } from "./_command.ts";
 import type { Command } from "./_command.ts";
 import { COMMANDS } from "./_commands.ts";
+import { fdHolderCommand } from "./fd_holder.ts";
 import { formatFlags, parseFlags, UsageError } from "./_flags.ts";
 import { REVISION, VERSION } from "./_version.ts";
 import { DEFAULT_CONFIG, DEFAULT_ROOT } from "./serve.ts";
@@ -67,7 +68,12 @@ root   ${flagValue(args, "root") ?? DEFAULT_ROOT}`;
 export async function main(args: readonly string[]): Promise<number> {
   let rest = [...args];
   let cmd: Command | undefined;
-  if (invokedName() === GO_DAEMON_NAME) {
+  // The daemon starts its fd holder with its own executable, which may carry the Go name; the
+  // Go daemon takes no positional arguments, so this word cannot mean anything else.
+  if (invokedName() === GO_DAEMON_NAME && rest[0] === fdHolderCommand.name) {
+    cmd = fdHolderCommand;
+    rest = rest.slice(1);
+  } else if (invokedName() === GO_DAEMON_NAME) {
     cmd = COMMANDS.find((c) => c.name === "serve");
   } else {
     const first = rest[0];

@@ -1,12 +1,15 @@
+import * as path from "node:path";
 import { ConfigError, loadConfig } from "../config/mod.ts";
+import { type FdStore, openHolder } from "../fdstore/mod.ts";
 import { log, parseLogLevel, setLogLevel } from "../log/mod.ts";
 import { LayerFileSystem } from "../fs/mod.ts";
 import { HostsDirError, RegistryClient, registryOptionsFromConfig } from "../registry/mod.ts";
-import * as path from "node:path";
+import { hasLibc, selfCommand } from "../runtime/mod.ts";
 import {
   type AdminServer,
   type AdminSources,
   metricsApp,
+  notifySystemd,
   serveApp,
   startAdmin,
   startDaemon,
@@ -34,6 +37,29 @@ function nextStopSignal(): Promise<string> {
     process.once("SIGINT", on("SIGINT"));
     process.once("SIGTERM", on("SIGTERM"));
   });
+}
+
+/**
+ * The fd holder beside the root, started when none runs: it keeps the layers' FUSE connections
+ * across restarts. None where this runtime cannot move descriptors (no FFI): then a restart
+ * unmounts the layers, as before.
+ */
+async function openFdStore(root: string): Promise<FdStore | undefined> {
+  if (!hasLibc()) {
+    log.warn("no FFI on this runtime: layer mounts will not survive a restart");
+    return undefined;
+  }
+  const socket = path.join(root, "fd-holder.sock");
+  try {
+    return await openHolder({
+      socket,
+      command: selfCommand(["fd-holder", "--socket", socket]),
+      log,
+    });
+  } catch (err) {
+    log.error("no fd holder: layer mounts will not survive a restart", { error: err });
+    return undefined;
+  }
 }
 
 /** `stargz serve`: the snapshotter daemon (what `containerd-stargz-grpc` runs). */
@@ -101,12 +127,13 @@ export const serveCommand: Command = {
       root,
       config,
       log,
-      fileSystem: (root, keychain) =>
+      fileSystem: async (root, keychain) =>
         LayerFileSystem.create({
           root,
           config,
           registry: new RegistryClient({ ...registryOptions, keychain }),
           log,
+          fdStore: await openFdStore(root),
         }),
     });
     // After the start, so that a start failure stays one line; before anything else is served.
@@ -157,6 +184,7 @@ export const serveCommand: Command = {
       await daemon.stop();
       throw new CommandError(`admin or metrics address: ${(err as Error).message}`, 1);
     }
+    notifySystemd("READY=1", log);
     const outcome = await Promise.race([stopped, daemon.fatal]).catch((err: Error) => err);
     await Promise.all(servers.map((s) => s.close()));
     if (outcome instanceof Error) {
@@ -164,6 +192,7 @@ export const serveCommand: Command = {
       throw new CommandError(outcome.message, 1);
     }
     log.info("shutting down", { signal: outcome });
+    notifySystemd("STOPPING=1", log);
     await daemon.stop();
     return 0;
   },

@@ -206,10 +206,17 @@ export class ChunkCache {
   }
 
   async #write(key: string, data: Uint8Array): Promise<void> {
-    if (this.#fullBound !== undefined) {
-      if (data.length > this.#fullBound) return;
-      // Make room first: the write only succeeds where an evicted chunk was.
-      await this.#evict(data.length);
+    const bound = this.#bound();
+    if (data.length > bound) return;
+    // Room first, counting this chunk before it is written: reads are answered before their
+    // chunks reach the disk, so several writes run at once, and together they must not pass the
+    // bound either (on a full disk, the write only succeeds where an evicted chunk was).
+    this.#diskBytes += data.length;
+    await this.#evict();
+    if (this.#diskBytes > this.#bound()) {
+      // Writes under way already fill the bound: this chunk stays in memory only.
+      this.#diskBytes -= data.length;
+      return;
     }
     const file = this.#file(key);
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
@@ -218,13 +225,12 @@ export class ChunkCache {
       await fs.writeFile(tmp, data);
       await fs.rename(tmp, file);
     } catch (err) {
+      this.#diskBytes -= data.length;
       await fs.rm(tmp, { force: true }).catch(() => {});
       this.#diskFailed(err);
       return;
     }
     this.#disk.set(key, data.length);
-    this.#diskBytes += data.length;
-    await this.#evict();
   }
 
   #diskFailed(err: unknown): void {
@@ -265,13 +271,12 @@ export class ChunkCache {
     return Math.min(max, this.#fullBound ?? Infinity);
   }
 
-  /** Removes least recently used chunks until the bound (less `extra` bytes) is respected. */
-  async #evict(extra = 0): Promise<void> {
+  /** Removes least recently used chunks until the bound is respected. */
+  async #evict(): Promise<void> {
     const bound = this.#bound();
     if (bound === Infinity) return;
-    const limit = bound - extra;
     for (const key of this.#disk.keys()) {
-      if (this.#diskBytes <= limit) break;
+      if (this.#diskBytes <= bound) break;
       this.#forget(key);
       this.#stats.evictions++;
       await fs.rm(this.#file(key), { force: true });

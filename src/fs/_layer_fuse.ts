@@ -3,16 +3,18 @@
  * listings and xattrs; reads go through the layer's read path; the state directory
  * `/.stargz-snapshotter/` (found by exact name only) holds `<digest>.json`, regenerated per read.
  */
-import { Errno, FuseError, mount } from "../fuse/mod.ts";
+import { adopt, Errno, FuseError, mount } from "../fuse/mod.ts";
 import type {
   Attr,
   DirectorySink,
   Entry,
   FileSystem,
   FuseSession,
+  MountOptions,
   NodeId,
   OpenResult,
   RequestContext,
+  SessionState,
   StatFs,
 } from "../fuse/mod.ts";
 import type { Logger } from "../log/mod.ts";
@@ -240,7 +242,34 @@ export interface LayerMount {
   readonly mountpoint: string;
   /** Resolves when the kernel ended the session (e.g. `umount` from outside). */
   readonly closed: Promise<void>;
+  /** The /dev/fuse descriptor and what a successor needs to serve it (see `fdstore`). */
+  readonly deviceFd: number;
+  state(): SessionState;
+  /** Leaves the mount to a successor process (see `FuseSession.detach`). */
+  detach(): Promise<void>;
   unmount(): Promise<void>;
+}
+
+function fuseOptions(layer: Layer, mountpoint: string, opts: LayerMountOptions): MountOptions {
+  return {
+    subtype: "stargz",
+    source: layer.digest.startsWith("sha256:") ? layer.digest : "stargz",
+    attrTimeout: opts.attrTimeoutSec,
+    entryTimeout: opts.entryTimeoutSec,
+    debug: opts.debug,
+    logger: opts.log.with({ mountpoint }),
+  };
+}
+
+function layerMount(mountpoint: string, session: FuseSession): LayerMount {
+  return {
+    mountpoint,
+    closed: session.closed,
+    deviceFd: session.deviceFd,
+    state: () => session.state(),
+    detach: () => session.detach(),
+    unmount: () => session.unmount(),
+  };
 }
 
 /** Mounts `layer` read-only at `mountpoint`. */
@@ -249,17 +278,24 @@ export async function mountLayer(
   mountpoint: string,
   opts: LayerMountOptions,
 ): Promise<LayerMount> {
-  const session: FuseSession = await mount(new LayerFuseFs(layer), mountpoint, {
-    subtype: "stargz",
-    source: layer.digest.startsWith("sha256:") ? layer.digest : "stargz",
-    attrTimeout: opts.attrTimeoutSec,
-    entryTimeout: opts.entryTimeoutSec,
-    debug: opts.debug,
-    logger: opts.log.with({ mountpoint }),
-  });
-  return {
-    mountpoint,
-    closed: session.closed,
-    unmount: () => session.unmount(),
-  };
+  const fs = new LayerFuseFs(layer);
+  const session = await mount(fs, mountpoint, fuseOptions(layer, mountpoint, opts));
+  return layerMount(mountpoint, session);
+}
+
+/**
+ * Serves `layer` again on the live connection `fd` a previous process mounted at `mountpoint`:
+ * node ids are the tree's (assigned in TOC order, so the same for the same layer) and file
+ * handles are always 0, so everything the kernel holds still means the same.
+ */
+export async function adoptLayer(
+  layer: Layer,
+  mountpoint: string,
+  fd: number,
+  state: SessionState,
+  opts: LayerMountOptions,
+): Promise<LayerMount> {
+  const fs = new LayerFuseFs(layer);
+  const session = await adopt(fs, mountpoint, fd, state, fuseOptions(layer, mountpoint, opts));
+  return layerMount(mountpoint, session);
 }

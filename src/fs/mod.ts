@@ -3,8 +3,11 @@
  * blob file) through FUSE, fetching chunks on demand. The snapshotter drives it through the
  * {@link FileSystem} cut (`mount / check / unmount`).
  */
+import { execFile } from "node:child_process";
 import * as path from "node:path";
 import type { Config } from "../config/mod.ts";
+import type { FdStore } from "../fdstore/mod.ts";
+import { closeFd } from "../runtime/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { NO_LAYER, observeMs, Operation } from "../metrics/mod.ts";
 import type { Digest, RegistryClient, RemoteBlob } from "../registry/mod.ts";
@@ -17,16 +20,27 @@ import {
 import type { BackgroundScheduler } from "./_background.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
 import { backgroundScheduler, cacheOptions, mountOptions, startFetching } from "./_config.ts";
-import { mountLayer } from "./_layer_fuse.ts";
+import { adoptLayer, mountLayer } from "./_layer_fuse.ts";
 import type { LayerMount } from "./_layer_fuse.ts";
 import { Layer, type LayerStartup, type LayerState } from "./layer.ts";
 import { ProfileStore } from "./_profiles.ts";
+import { SessionTable } from "./_sessions.ts";
 
 export type { LayerStartup };
 export { type BlobMount, type BlobMountOptions, mountBlob } from "./_mount_blob.ts";
 export { ProfileStore, type ProfileSummary } from "./_profiles.ts";
 export { rangeSourceOf } from "./_local_source.ts";
 export type { RangeSource } from "./_layer_reader.ts";
+
+/** How long a handed-over mount waits for its layer to open again before it is let go. */
+const ADOPT_RETRY_MS = 10 * 60_000;
+
+/** Detaches a dead or unwanted mount left at `mountpoint` (before mounting there anew). */
+async function unmountStale(mountpoint: string): Promise<void> {
+  await new Promise<void>((resolve) => {
+    execFile("umount", ["-l", mountpoint], () => resolve());
+  });
+}
 
 /** A layer that cannot be mounted remotely; the message says why (the snapshotter logs it). */
 export class LayerMountError extends Error {
@@ -40,6 +54,12 @@ export interface LayerFileSystemOptions {
   config: Config;
   registry: RegistryClient;
   log: Logger;
+  /**
+   * Keeps every layer's FUSE connection outside the daemon, so that its mounts outlive a
+   * restart: the layers it hands back are served again instead of being mounted anew, and
+   * {@link LayerFileSystem.close} leaves them mounted. Without one, closing unmounts.
+   */
+  fdStore?: FdStore;
 }
 
 interface Mounted {
@@ -82,15 +102,27 @@ export class LayerFileSystem {
   /** Layers opened ahead of their Prepare (neighbours of a mounted layer), by digest. */
   readonly #resolved = new Map<Digest, Promise<Resolved>>();
 
+  /** Connections handed back by the fd store and not yet served again, by mount point. */
+  readonly #handedBack = new Map<string, number>();
+  /** Handed-back mounts whose layer could not be opened yet (see `#retryAdoption`). */
+  readonly #adoptRetries = new Map<
+    string,
+    { attempt: number; since: number; timer?: ReturnType<typeof setTimeout> }
+  >();
+  #closing = false;
+
   private constructor(
     readonly opts: LayerFileSystemOptions,
     readonly cache: ChunkCache,
     readonly scheduler: BackgroundScheduler,
     /** Learned prefetch profiles (undefined when `[prefetch_profile] enabled` is off). */
     readonly profiles: ProfileStore | undefined,
-  ) {}
+    private readonly sessions: SessionTable,
+  ) {
+    for (const [mp, fd] of opts.fdStore?.handedBack ?? []) this.#handedBack.set(mp, fd);
+  }
 
-  /** Opens the chunk cache, the background scheduler and the profile store. */
+  /** Opens the chunk cache, the background scheduler, the profile store and the saved FUSE sessions. */
   static async create(opts: LayerFileSystemOptions): Promise<LayerFileSystem> {
     const cache = await ChunkCache.open(
       path.join(opts.root, "cache"),
@@ -99,7 +131,115 @@ export class LayerFileSystem {
     );
     const p = opts.config.prefetch_profile;
     const profiles = p.enabled ? ProfileStore.open(opts.root, p.max_profiles) : undefined;
-    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), profiles);
+    const sessions = SessionTable.open(path.join(opts.root, "fuse-sessions.db"));
+    return new LayerFileSystem(opts, cache, backgroundScheduler(opts.config), profiles, sessions);
+  }
+
+  /**
+   * True when the mount at `mountpoint` is a live connection a previous daemon handed over:
+   * {@link mount} will serve it again, so it must not be unmounted as stale.
+   */
+  adoptable(mountpoint: string): boolean {
+    return this.#handedBack.has(mountpoint) && this.sessions.get(mountpoint) !== undefined;
+  }
+
+  /** True when closing leaves the layers mounted for the next daemon. */
+  handsOver(): boolean {
+    return this.opts.fdStore !== undefined;
+  }
+
+  /** Lets go of connections handed back that no snapshot claimed (their mounts are gone). */
+  async releaseUnclaimed(): Promise<void> {
+    for (const [mp, fd] of [...this.#handedBack]) {
+      if (!this.#adoptRetries.has(mp)) await this.#release(mp, fd);
+    }
+    for (const mp of this.sessions.mountpoints()) {
+      if (!this.#mounts.has(mp) && !this.#adoptRetries.has(mp)) this.sessions.delete(mp);
+    }
+  }
+
+  async #release(mountpoint: string, fd: number): Promise<void> {
+    this.#handedBack.delete(mountpoint);
+    closeFd(fd);
+    this.sessions.delete(mountpoint);
+    await this.opts.fdStore?.drop(mountpoint).catch((err) =>
+      this.opts.log.warn("fd store: cannot drop", { mountpoint, error: err })
+    );
+  }
+
+  /** Serves the handed-back connection at `mountpoint` again, if there is one that still works. */
+  async #adopt(layer: Layer, mountpoint: string, log: Logger): Promise<LayerMount | undefined> {
+    const fd = this.#handedBack.get(mountpoint);
+    const state = this.sessions.get(mountpoint);
+    if (fd === undefined) return undefined;
+    this.#handedBack.delete(mountpoint);
+    if (state) {
+      try {
+        const m = await adoptLayer(
+          layer,
+          mountpoint,
+          fd,
+          state,
+          mountOptions(this.opts.config, log),
+        );
+        log.info("layer mount taken over from the previous daemon", { mountpoint, ...state });
+        return m;
+      } catch (err) {
+        log.warn("cannot take over the layer mount; mounting it anew", { mountpoint, error: err });
+      }
+    }
+    await this.#release(mountpoint, fd);
+    await unmountStale(mountpoint);
+    return undefined;
+  }
+
+  /**
+   * The layer of a handed-over mount cannot be opened (registry unreachable): its containers'
+   * requests wait in the kernel while this retries with backoff, for up to
+   * {@link ADOPT_RETRY_MS}; only then is the connection let go (and its containers break).
+   */
+  #retryAdoption(
+    mountpoint: string,
+    labels: Record<string, string>,
+    err: unknown,
+    log: Logger,
+  ): void {
+    const r = this.#adoptRetries.get(mountpoint) ?? { attempt: 0, since: Date.now() };
+    this.#adoptRetries.set(mountpoint, r);
+    if (this.#closing) return;
+    if (Date.now() - r.since > ADOPT_RETRY_MS) {
+      log.error("giving up on a handed-over layer mount", { mountpoint, error: err });
+      this.#adoptRetries.delete(mountpoint);
+      const fd = this.#handedBack.get(mountpoint);
+      if (fd !== undefined) void this.#release(mountpoint, fd).then(() => unmountStale(mountpoint));
+      return;
+    }
+    const delay = Math.min(30_000, 1000 * 2 ** r.attempt++);
+    log.warn("cannot open the layer of a handed-over mount; its containers wait, retrying", {
+      mountpoint,
+      retryInMs: delay,
+      error: err,
+    });
+    r.timer = setTimeout(() => {
+      this.mount(mountpoint, labels).catch((e) =>
+        log.error("cannot serve a handed-over layer mount", { mountpoint, error: e })
+      );
+    }, delay);
+  }
+
+  /** Keeps the new mount's connection outside this process and saves what a successor needs. */
+  async #keep(mountpoint: string, m: LayerMount): Promise<void> {
+    const store = this.opts.fdStore;
+    if (!store) return;
+    this.sessions.put(mountpoint, m.state());
+    try {
+      await store.keep(mountpoint, m.deviceFd);
+    } catch (err) {
+      this.opts.log.warn("fd store: this mount will not survive a restart", {
+        mountpoint,
+        error: err,
+      });
+    }
   }
 
   /**
@@ -248,9 +388,20 @@ export class LayerFileSystem {
     let blob: RemoteBlob;
     let mount: LayerMount;
     try {
-      ({ layer, blob } = await this.#resolve(src.ref, src.digest, expected));
+      let resolved: Resolved;
       try {
-        mount = await mountLayer(layer, mountpoint, mountOptions(c, log));
+        resolved = await this.#resolve(src.ref, src.digest, expected);
+      } catch (err) {
+        if (!this.adoptable(mountpoint)) throw err;
+        this.#retryAdoption(mountpoint, labels, err, log);
+        return;
+      }
+      ({ layer, blob } = resolved);
+      this.#adoptRetries.delete(mountpoint);
+      try {
+        mount = await this.#adopt(layer, mountpoint, log) ??
+          await mountLayer(layer, mountpoint, mountOptions(c, log));
+        await this.#keep(mountpoint, mount);
       } catch (err) {
         layer.close();
         throw err;
@@ -283,6 +434,8 @@ export class LayerFileSystem {
         log.warn("layer mount ended from outside", { mountpoint });
         this.#mounts.delete(mountpoint);
         layer.close();
+        this.sessions.delete(mountpoint);
+        this.opts.fdStore?.drop(mountpoint).catch(() => {});
       }
     });
     observeMs(Operation.mount, src.digest, started);
@@ -325,11 +478,22 @@ export class LayerFileSystem {
 
   /** Unmounts the layer at `mountpoint` and stops its background work. */
   async unmount(mountpoint: string): Promise<void> {
+    const retry = this.#adoptRetries.get(mountpoint);
+    if (retry) {
+      clearTimeout(retry.timer);
+      this.#adoptRetries.delete(mountpoint);
+    }
+    const handed = this.#handedBack.get(mountpoint);
+    if (handed !== undefined) await this.#release(mountpoint, handed);
     const m = this.#mounts.get(mountpoint);
     if (!m) return;
     this.#mounts.delete(mountpoint);
     m.layer.close();
     await m.mount.unmount();
+    this.sessions.delete(mountpoint);
+    await this.opts.fdStore?.drop(mountpoint).catch((err) =>
+      this.opts.log.warn("fd store: cannot drop", { mountpoint, error: err })
+    );
   }
 
   /** The mounted layers, for the admin view. */
@@ -344,12 +508,29 @@ export class LayerFileSystem {
     }));
   }
 
-  /** Unmounts every layer (daemon shutdown); recordings in progress are saved first. */
+  /**
+   * Daemon shutdown: with an fd store the layers stay mounted, held there, for the next daemon
+   * (requests being answered are answered first); without one every layer is unmounted.
+   */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    this.#closing = true;
+    // Still held by the fd store: the next daemon tries again.
+    for (const r of this.#adoptRetries.values()) clearTimeout(r.timer);
+    const store = this.opts.fdStore;
+    if (store) {
+      const mounts = [...this.#mounts.values()];
+      this.#mounts.clear();
+      await Promise.allSettled(mounts.map((m) => m.mount.detach()));
+      // The layers stay open: requests read until the process exits are still answered (on
+      // kernels without FUSE_NOTIFY_RESEND nobody else would answer them).
+      store.close();
+    } else {
+      await Promise.allSettled([...this.#mounts.keys()].map((mp) => this.unmount(mp)));
+    }
     for (const p of this.#resolved.values()) p.then((r) => r.layer.close(), () => {});
     await Promise.allSettled(this.#resolved.values());
     this.#resolved.clear();
     this.profiles?.close();
+    this.sessions.close();
   }
 }

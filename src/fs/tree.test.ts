@@ -174,4 +174,32 @@ describe("LayerTree", () => {
     assert.equal(new Set(a.map(([, id]) => id)).size, 13 + 50 - 1);
     assert.deepEqual(a, b);
   });
+
+  it("assigns the same node ids to the same layer every time (a restarted daemon relies on it)", async () => {
+    // The kernel keeps the node ids the previous daemon handed out across a restart; the new
+    // daemon builds the tree again from the same TOC and must mean the same inodes by them.
+    const entries: TocEntry[] = [
+      { name: "etc", type: "dir" },
+      { name: "etc/passwd", type: "reg", size: 5 },
+      { name: "bin/sh", type: "reg", size: 9 },
+      { name: "bin/ash", type: "hardlink", linkName: "bin/sh" },
+      { name: "etc/.wh.group", type: "reg" },
+      { name: "lib/.wh..wh..opq", type: "reg" },
+      { name: "lib/x", type: "symlink", linkName: "../etc/passwd" },
+    ];
+    const ids = (t: LayerTree): [string, number][] => {
+      const out: [string, number][] = [];
+      const walk = (p: string): void => {
+        const n = t.lookupPath(p)!;
+        out.push([p, n.id]);
+        for (const name of n.children?.keys() ?? []) walk(p === "" ? name : `${p}/${name}`);
+      };
+      walk("");
+      return out;
+    };
+    const first = ids(await treeOf(entries));
+    assert.deepEqual(ids(await treeOf(entries)), first);
+    assert.equal(first.length, 9);
+    assert.equal(new Set(first.map(([, id]) => id)).size, 8, "a hardlink shares its node");
+  });
 });

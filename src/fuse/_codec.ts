@@ -18,10 +18,32 @@ export function setU64(v: DataView, off: number, value: number): void {
   v.setUint32(off + 4, Math.floor(value / TWO32), true);
 }
 
+/** Bit 63 of `unique` (`FUSE_UNIQUE_RESEND`): the kernel resent this request after NOTIFY_RESEND. */
+const RESEND_BIT_HIGH = 0x80000000;
+
+/**
+ * Reads a request id. Resent requests carry bit 63, which a double cannot hold beside the low
+ * bits; they come out negative (the kernel's ids are small and even, never 0), and
+ * {@link setUnique} writes them back with the bit, as the kernel matches the reply on it.
+ */
+export function getUnique(v: DataView, off: number): number {
+  const high = v.getUint32(off + 4, true);
+  const id = (high & ~RESEND_BIT_HIGH) * TWO32 + v.getUint32(off, true);
+  return high & RESEND_BIT_HIGH ? -id : id;
+}
+
+/** Writes a request id read by {@link getUnique}. */
+export function setUnique(v: DataView, off: number, unique: number): void {
+  const id = Math.abs(unique);
+  v.setUint32(off, id % TWO32, true);
+  v.setUint32(off + 4, (Math.floor(id / TWO32) | (unique < 0 ? RESEND_BIT_HIGH : 0)) >>> 0, true);
+}
+
 /** Decoded `struct fuse_in_header`, reused from request to request. */
 export interface InHeader {
   len: number;
   opcode: number;
+  /** See {@link getUnique}. */
   unique: number;
   nodeid: number;
   uid: number;
@@ -35,7 +57,7 @@ export interface InHeader {
 export function readInHeader(v: DataView, off: number, h: InHeader): void {
   h.len = v.getUint32(off + 0, true);
   h.opcode = v.getUint32(off + 4, true);
-  h.unique = getU64(v, off + 8);
+  h.unique = getUnique(v, off + 8);
   h.nodeid = getU64(v, off + 16);
   h.uid = v.getUint32(off + 24, true);
   h.gid = v.getUint32(off + 28, true);
@@ -50,7 +72,7 @@ export const ARGS = IN_HEADER_SIZE;
 export function writeOutHeader(v: DataView, len: number, error: number, unique: number): void {
   v.setUint32(0, len, true);
   v.setInt32(4, error, true);
-  setU64(v, 8, unique);
+  setUnique(v, 8, unique);
 }
 
 /** Offset of a reply's payload after its header. */

@@ -27,6 +27,7 @@ import {
 import {
   ARGS,
   getU64,
+  getUnique,
   PAYLOAD,
   readInitIn,
   setU64,
@@ -478,7 +479,7 @@ const rows: Record<number, OpRow> = {
     inSize: 8,
     handle(s, req, inBuf) {
       req.done = true; // answered through the interrupted request
-      s.interrupt(getU64(inBuf.view, ARGS));
+      s.interrupt(getUnique(inBuf.view, ARGS));
     },
   },
   [Op.NOTIFY_REPLY]: {

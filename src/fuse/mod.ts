@@ -2,7 +2,7 @@
  * The Linux FUSE kernel protocol in TypeScript, without libfuse: mount a read-only
  * {@link FileSystem} with {@link mount} and serve it until {@link FuseSession.unmount}.
  */
-export { FuseSession, mount } from "./session.ts";
+export { adopt, FuseSession, mount, type SessionState } from "./session.ts";
 export { Errno, type ErrnoName, errnoName, errnoOf, FuseError } from "./errno.ts";
 export {
   type Attr,

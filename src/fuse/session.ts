@@ -8,7 +8,7 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { log as rootLog, Logger } from "../log/mod.ts";
 import { METRICS } from "../metrics/mod.ts";
-import { hasPollingReader, pollingReader } from "../runtime/mod.ts";
+import { hasPollingReader, pollingReader, setNonBlocking } from "../runtime/mod.ts";
 import {
   IN_HEADER_SIZE,
   MIN_READ_BUFFER,
@@ -113,6 +113,25 @@ export interface SessionConfig {
   debug: boolean;
 }
 
+/**
+ * What a successor process needs, besides the /dev/fuse descriptor, to serve a live connection
+ * without INIT (the kernel negotiates only once per connection): persisted with the mount.
+ */
+export interface SessionState {
+  /** `major:minor` of the mount, to tell that the mount still is this connection. */
+  dev: string;
+  /** The negotiated protocol, e.g. `7.38`. */
+  protocol: string;
+  /** The largest READ negotiated (`max_pages`): reply buffers must hold it. */
+  maxRead: number;
+}
+
+/**
+ * FUSE_NOTIFY_RESEND (`enum fuse_notify_code`: POLL 1 … DELETE 6, RESEND 7, INC_EPOCH 8,
+ * PRUNE 9; protocol 7.40, Linux 6.9).
+ */
+const NOTIFY_RESEND = 7;
+
 /** A mounted filesystem. Unmount it with {@link FuseSession.unmount}. */
 export class FuseSession {
   /** Resolves when the kernel ended the session (unmounted from here or from outside). */
@@ -152,10 +171,12 @@ export class FuseSession {
     readonly dev: string,
     private readonly fd: number,
     opts: MountOptions,
+    adopted?: SessionState,
   ) {
     const entry = opts.entryTimeout ?? 3600;
     const attr = opts.attrTimeout ?? 3600;
-    const maxRead = Math.max(4096, Math.floor((opts.maxRead ?? 1 << 20) / 4096) * 4096);
+    const maxRead = adopted?.maxRead ??
+      Math.max(4096, Math.floor((opts.maxRead ?? 1 << 20) / 4096) * 4096);
     this.config = {
       entryValid: timeout(entry),
       attrValid: timeout(attr),
@@ -177,6 +198,28 @@ export class FuseSession {
     this.closed.then(() => live.delete(this));
   }
 
+  /** The /dev/fuse descriptor, for keeping a copy outside this process (see `fdstore`). */
+  get deviceFd(): number {
+    return this.fd;
+  }
+
+  /** What {@link adopt} needs to serve this connection from another process. */
+  state(): SessionState {
+    return { dev: this.dev, protocol: this.protocol, maxRead: this.config.maxRead };
+  }
+
+  /**
+   * Hands the connection over to a successor process: it is no longer torn down when this
+   * process exits, and this resolves once the requests being answered were answered (at most
+   * `graceMs`). Requests read after that are still answered until the process exits; the
+   * kernel resends whatever is left unanswered to the successor (see {@link adopt}).
+   */
+  async detach(graceMs = 2000): Promise<void> {
+    live.delete(this);
+    const deadline = Date.now() + graceMs;
+    while (this.#inflight.size > 0 && Date.now() < deadline) await sleep(10);
+  }
+
   /** True once the session has ended. */
   get ended(): boolean {
     return this.#ended;
@@ -193,6 +236,26 @@ export class FuseSession {
     if (hasPollingReader()) this.#pump(pollingReader(this.fd));
     else for (let i = 0; i < outstanding; i++) this.#blockingReader();
     return ready;
+  }
+
+  /** @internal Asks the kernel to queue again the requests read but not answered. */
+  resend(): void {
+    const b = Buffer.alloc(OUT_HEADER_SIZE);
+    writeOutHeader(
+      new DataView(b.buffer, b.byteOffset, b.length),
+      OUT_HEADER_SIZE,
+      NOTIFY_RESEND,
+      0,
+    );
+    try {
+      fs.writeSync(this.fd, b, 0, b.length);
+    } catch (err) {
+      this.log.warn(
+        "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): requests the " +
+          "previous process read but did not answer stay unanswered",
+        { error: err },
+      );
+    }
   }
 
   /** @internal Called by INIT. */
@@ -500,6 +563,36 @@ export class FuseSession {
       if (!req.done) this.replyError(req, Errno.EIO);
     }
   }
+}
+
+/**
+ * Serves the live FUSE connection `fd` (a copy of a previous process' /dev/fuse descriptor,
+ * mounted at `mountpoint`) without INIT, and asks the kernel to resend what the previous
+ * process read but never answered. Node ids and file handles must mean what they meant to the
+ * previous process. Kernels before 6.9 cannot resend: those requests stay unanswered (their
+ * callers hang until killed), which is logged.
+ */
+export async function adopt(
+  fs: FileSystem,
+  mountpoint: string,
+  fd: number,
+  state: SessionState,
+  opts: MountOptions = {},
+): Promise<FuseSession> {
+  const mp = path.resolve(mountpoint);
+  const info = await findMount(mp);
+  if (!info || info.dev !== state.dev || !info.fstype.startsWith("fuse")) {
+    throw new FuseError(Errno.ENOENT, `${mp} is no longer the FUSE mount ${state.dev}`);
+  }
+  // The flag belongs to the open file: the previous process may have run on the other runtime.
+  setNonBlocking(fd, hasPollingReader());
+  installExitHook();
+  const session = new FuseSession(fs, mp, state.dev, fd, opts, state);
+  session.protocol = state.protocol;
+  // No INIT comes; the promise only rejects when the session ends.
+  session.start(Math.max(1, opts.outstandingReads ?? 1)).catch(() => {});
+  session.resend();
+  return session;
 }
 
 /** Sessions not yet ended; detached at process exit. */

@@ -5,6 +5,7 @@
 
 import * as https from "node:https";
 import { Readable } from "node:stream";
+import { libc } from "./_libc.ts";
 
 /** The runtimes the source is written for. */
 export type RuntimeName = "bun" | "deno" | "node";
@@ -159,4 +160,24 @@ function httpsFetch(
     if (typeof body === "string" || body instanceof Uint8Array) req.end(body);
     else req.end();
   });
+}
+
+export { brokenFds, closeFd, LibcError, sendDatagram, setNonBlocking, takeFd } from "./_libc.ts";
+
+/**
+ * True when this process can call libc through the runtime's FFI: copy file descriptors out of
+ * another process ({@link takeFd}), set O_NONBLOCK, and notify systemd ({@link sendDatagram}).
+ * Bun and Deno (with `-A`) can; plain Node cannot.
+ */
+export function hasLibc(): boolean {
+  return libc() !== null;
+}
+
+/**
+ * argv that runs this same program again with `args`: the executable itself when compiled,
+ * otherwise the runtime with the entry script this process was started from.
+ */
+export function selfCommand(args: readonly string[]): string[] {
+  if (isCompiledBinary()) return [process.execPath, ...args];
+  return scriptCommand(process.argv[1] ?? "", args);
 }

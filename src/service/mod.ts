@@ -19,6 +19,7 @@ import { snapshotsService, snapshotsServiceDefinition } from "./snapshots.ts";
 
 export { type AdminServer, type AdminSources, metricsApp, serveApp, startAdmin } from "./admin.ts";
 export { SocketPathError } from "./_socket.ts";
+export { notifySystemd } from "./_systemd.ts";
 export { RootDirError } from "./_root.ts";
 export { type Status, type StatusLayer, StatusSchema } from "./_status.ts";
 export { formatBytes } from "./_status_page.ts";

@@ -18,4 +18,13 @@ export interface FileSystem {
   check(mountpoint: string, labels: Record<string, string>): Promise<void>;
   /** Unmounts and forgets the layer at `mountpoint`. */
   unmount(mountpoint: string): Promise<void>;
+  /**
+   * True when the mount found at `mountpoint` on start is a live layer handed over by the
+   * previous process, which {@link FileSystem.mount} serves again: it is not a stale mount.
+   */
+  adoptable?(mountpoint: string): boolean;
+  /** Called once every remote snapshot was mounted again on start: drop what nobody claimed. */
+  releaseUnclaimed?(): Promise<void>;
+  /** True when the layers stay mounted for the next process when this one closes. */
+  handsOver?(): boolean;
 }

@@ -431,7 +431,8 @@ export class Snapshotter {
     if (this.closed) return;
     this.closed = true;
     await this.restored.catch(() => {});
-    if (this.fileSystem) {
+    // Layers handed over stay mounted: the containers on them keep running across the restart.
+    if (this.fileSystem && !this.fileSystem.handsOver?.()) {
       const remote = this.store.read((tx) => tx.all()).filter((s) => REMOTE_LABEL in s.info.labels);
       const mounted = new Set(await mountPointsUnder(this.snapshotsDir));
       for (const { id } of remote) {
@@ -570,8 +571,14 @@ export class Snapshotter {
   }
 
   private async releaseStaleMounts(): Promise<void> {
+    const remote = new Set(
+      this.store.read((tx) => tx.all())
+        .filter((s) => s.info.kind === "committed" && REMOTE_LABEL in s.info.labels)
+        .map((s) => this.upperPath(s.id)),
+    );
     for (const m of await mountPointsUnder(this.snapshotsDir)) {
       if (m === this.snapshotsDir) continue;
+      if (remote.has(m) && this.fileSystem?.adoptable?.(m)) continue;
       this.log.info("unmounting stale mount", { mountpoint: m });
       await unmount(m);
     }
@@ -615,6 +622,7 @@ export class Snapshotter {
       }
     };
     await Promise.all(Array.from({ length: RESTORE_PARALLELISM }, worker));
+    await this.fileSystem?.releaseUnclaimed?.();
     if (report.failed.length > 0 && !this.opts.allowInvalidMountsOnRestart) {
       throw new RestoreError(report);
     }
