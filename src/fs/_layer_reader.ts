@@ -14,7 +14,7 @@
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers";
-import type { Chunk, EstargzBlob, EstargzError } from "../estargz/mod.ts";
+import { type Chunk, type EstargzBlob, EstargzError } from "../estargz/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { chunkKey } from "./_chunk_cache.ts";
 import type { ChunkCache } from "./_chunk_cache.ts";
@@ -47,6 +47,12 @@ interface Extent {
  * of it is fetched whether the reader gets there or not.
  */
 const MAX_READ_AHEAD = 2 << 20;
+/**
+ * Members of one chunk up to this compressed size are inflated on the event loop: a trip
+ * through the thread pool costs more than inflating them, and a miss's read-ahead of dozens of
+ * small files would otherwise queue there in front of the next read's big member.
+ */
+const INLINE_DECODE_BYTES = 32 << 10;
 /** Files whose sequential read-ahead state is kept (the oldest is forgotten first). */
 const MAX_STREAMS = 256;
 /**
@@ -275,16 +281,20 @@ export class LayerReader {
     try {
       signal?.throwIfAborted();
       const extentBytes = this.#enqueue(fetching, owner);
+      // The read's own members are decoded first: they are what the reader waits for.
+      const own = chunks.map((c, i) => {
+        if (out[i]) return undefined;
+        const ext = this.#extentOf(c);
+        return this.#decoding.get(ext) ?? this.#decode(ext, extentBytes.get(ext)!);
+      });
       for (const e of ahead) {
         // Neighbours are decoded into the cache after the read is answered; a bad one only
         // fails when something reads it.
         this.#decode(e, extentBytes.get(e)!).catch(() => {});
       }
-      await Promise.all(chunks.map(async (c, i) => {
-        if (out[i]) return;
-        const ext = this.#extentOf(c);
-        const got = (await (this.#decoding.get(ext) ?? this.#decode(ext, extentBytes.get(ext)!)))
-          .get(c)!;
+      await Promise.all(own.map(async (decoding, i) => {
+        if (!decoding) return;
+        const got = (await decoding).get(chunks[i])!;
         if (!(got instanceof Uint8Array)) throw got;
         out[i] = got;
       }));
@@ -302,7 +312,9 @@ export class LayerReader {
     const running = this.#decoding.get(ext);
     if (running) return running;
     const p = bytes.then(async (data) => {
-      const results = await this.blob.decodeMemberAsync(ext.chunks, data);
+      const results = ext.chunks.length === 1 && data.length <= INLINE_DECODE_BYTES
+        ? [this.#decodeInline(ext.chunks[0], data)]
+        : await this.blob.decodeMemberAsync(ext.chunks, data);
       const decoded: Decoded = new Map();
       ext.chunks.forEach((c, i) => {
         const r = results[i];
@@ -316,6 +328,16 @@ export class LayerReader {
     this.#decoding.set(ext, p);
     p.finally(() => this.#decoding.delete(ext)).catch(() => {});
     return p;
+  }
+
+  /** A small member's one chunk, decoded and verified at once (see {@link INLINE_DECODE_BYTES}). */
+  #decodeInline(chunk: Chunk, data: Uint8Array): Uint8Array | EstargzError {
+    try {
+      return this.blob.decodeChunk(chunk, data);
+    } catch (err) {
+      if (err instanceof EstargzError) return err;
+      throw err;
+    }
   }
 
   /** Writes a chunk to the cache without holding up the read it was decoded for. */

@@ -239,15 +239,22 @@ describe("LayerReader", () => {
     const blobPath = await makeBlob("corrupt");
     const { blob } = await open(blobPath, "cache-probe");
     const c = blob.chunkAt("big", 131072)!;
+    // And a small file's member, which is decoded on the event loop rather than the pool.
+    const small = blob.chunkAt("d/f3", 0)!;
     const bytes = fs.readFileSync(blobPath);
-    // Flip a byte in the middle of the compressed payload of that chunk.
+    // Flip a byte in the middle of the compressed payload of those chunks.
     bytes[Math.floor((c.compressedOffset + c.compressedEnd) / 2)] ^= 0xff;
+    bytes[small.compressedEnd - 12] ^= 0xff;
     fs.writeFileSync(blobPath, bytes);
     const { reader } = await open(blobPath, "cache-corrupt");
     const big = files.get("big")!;
     await assert.rejects(
       reader.read("big", big.length, 131072, 10),
       (err: Error) => /big/.test(err.message),
+    );
+    await assert.rejects(
+      reader.read("d/f3", files.get("d/f3")!.length, 0, 10),
+      (err: Error) => /d\/f3/.test(err.message),
     );
     same(
       await reader.read("big", big.length, 0, 10),
