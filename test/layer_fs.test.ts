@@ -324,7 +324,7 @@ describe("LayerFileSystem", () => {
     await again.close();
   });
 
-  it("sends concurrent misses in different files of a layer to the registry as one request", async () => {
+  it("sends concurrent misses in different files of a layer to the registry as one request, on the mount's connection", async () => {
     const d = path.join(tmp, "coalesce-src");
     fs.mkdirSync(d);
     // Incompressible, and the files read (a, c, e) apart in the blob: three ranges.
@@ -348,6 +348,7 @@ describe("LayerFileSystem", () => {
     });
     const reader = new LayerReader(blob, remote, cache, digest);
     const before = blobRequests(proxy, digest).length;
+    const connections = proxy.connections;
     const got = await Promise.all(
       files.map((f) => reader.read(f.name, f.data.length, 0, f.data.length)),
     );
@@ -355,6 +356,7 @@ describe("LayerFileSystem", () => {
     const sent = blobRequests(proxy, digest).slice(before);
     assert.equal(sent.length, 1, "one request");
     assert.match(String(sent[0].headers.range), /^bytes=\d+-\d+(,\d+-\d+){2}$/);
+    assert.equal(proxy.connections, connections, "the read reuses the mount's connection");
   });
 
   it("mounts and reads correctly with a profile naming files the layer does not hold", async () => {
