@@ -5,9 +5,13 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultConfig } from "../src/config/mod.ts";
+import { openBlob } from "../src/estargz/mod.ts";
+import { ChunkCache } from "../src/fs/_chunk_cache.ts";
+import { LayerReader } from "../src/fs/_layer_reader.ts";
 import type { Config } from "../src/config/mod.ts";
 import { LayerFileSystem, LayerMountError, ProfileStore } from "../src/fs/mod.ts";
 import {
@@ -18,7 +22,7 @@ import {
   TOC_DIGEST_LABEL,
 } from "../src/labels/mod.ts";
 import { Logger } from "../src/log/mod.ts";
-import { RegistryClient, type RegistryClientOptions } from "../src/registry/mod.ts";
+import { parseDigest, RegistryClient, type RegistryClientOptions } from "../src/registry/mod.ts";
 import { ok, sh, tempDir } from "./_fuse.ts";
 import { estargzLayer, pushLayers, tarDir } from "./_images.ts";
 import type { BuiltLayer } from "./_images.ts";
@@ -318,6 +322,41 @@ describe("LayerFileSystem", () => {
     assert.equal(startup.recording, false, "a layer with a profile is not recorded again");
     assert.ok((startup.fetchedBeforeFirstRead ?? 0) >= (replay?.bytes ?? 0));
     await again.close();
+  });
+
+  it("sends concurrent misses in different files of a layer to the registry as one request, on the mount's connection", async () => {
+    const d = path.join(tmp, "coalesce-src");
+    fs.mkdirSync(d);
+    // Incompressible, and the files read (a, c, e) apart in the blob: three ranges.
+    const files = ["a", "b", "c", "d", "e"].map((name) => {
+      const data = new Uint8Array(randomBytes(100_000));
+      fs.writeFileSync(path.join(d, name), data);
+      return { name, data };
+    }).filter((_, i) => i % 2 === 0);
+    tarDir(d, path.join(tmp, "coalesce.tar"));
+    const layer = await estargzLayer(path.join(tmp, "coalesce.tar"));
+    const pushed = await pushLayers(reg, "layerfs/coalesce", "v1", [layer]);
+    const digest = pushed.layers[0].digest;
+    const remote = await new RegistryClient().openBlob(
+      `${proxy.host}/layerfs/coalesce`,
+      parseDigest(digest),
+    );
+    const blob = await openBlob(remote, { tail: remote.takeTail() });
+    const cache = await ChunkCache.open(path.join(tmp, "coalesce-cache"), {
+      maxDiskBytes: 0,
+      maxMemoryBytes: 8 << 20,
+    });
+    const reader = new LayerReader(blob, remote, cache, digest);
+    const before = blobRequests(proxy, digest).length;
+    const connections = proxy.connections;
+    const got = await Promise.all(
+      files.map((f) => reader.read(f.name, f.data.length, 0, f.data.length)),
+    );
+    got.forEach((g, i) => assert.ok(Buffer.from(g).equals(files[i].data), files[i].name));
+    const sent = blobRequests(proxy, digest).slice(before);
+    assert.equal(sent.length, 1, "one request");
+    assert.match(String(sent[0].headers.range), /^bytes=\d+-\d+(,\d+-\d+){2}$/);
+    assert.equal(proxy.connections, connections, "the read reuses the mount's connection");
   });
 
   it("mounts and reads correctly with a profile naming files the layer does not hold", async () => {

@@ -635,9 +635,13 @@ function inflateOptions(chunk: Chunk, format: BlobFormat): zlib.ZlibOptions & zl
   // extent may inflate to. Beyond the chunk a member holds only tar headers of the entries that
   // follow (our writer starts a new member after chunkSize of them).
   const maxOutputLength = chunk.innerOffset + chunk.chunkSize + MAX_TRAILING_HEADERS;
+  // One output buffer the size of what is needed: with the default 16 KiB buffers the async
+  // inflate returns to the event loop per buffer and joins them at the end, which made a 4 MiB
+  // chunk take twice as long (30-60 ms instead of 16 ms on Bun).
+  const chunkSize = Math.max(zlib.constants.Z_DEFAULT_CHUNK, chunk.innerOffset + chunk.chunkSize);
   return format === "zstd"
-    ? { maxOutputLength }
-    : { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength };
+    ? { maxOutputLength, chunkSize }
+    : { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength, chunkSize };
 }
 
 /** The chunk's bytes out of its decompressed member, verified against `chunkDigest`. */

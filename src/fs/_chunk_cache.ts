@@ -153,8 +153,11 @@ export class ChunkCache {
     return this.#disk.has(key) || this.#memory.has(key) || this.#writing.has(key);
   }
 
-  /** The cached chunk, or undefined. Bytes were verified before they were stored. */
-  async get(key: string): Promise<Uint8Array | undefined> {
+  /**
+   * The chunk when it is held in memory, else undefined (it may still be on disk): a hit costs
+   * no trip through the event loop.
+   */
+  peek(key: string): Uint8Array | undefined {
     const hot = this.#memory.get(key);
     if (hot) {
       this.#stats.memoryHits++;
@@ -162,10 +165,14 @@ export class ChunkCache {
       return hot;
     }
     const writing = this.#writing.get(key);
-    if (writing) {
-      this.#stats.memoryHits++;
-      return writing;
-    }
+    if (writing) this.#stats.memoryHits++;
+    return writing;
+  }
+
+  /** The cached chunk, or undefined. Bytes were verified before they were stored. */
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const held = this.peek(key);
+    if (held) return held;
     if (!this.#disk.has(key)) {
       this.#stats.misses++;
       return undefined;

@@ -136,7 +136,7 @@ export class LayerFuseFs implements FileSystem {
     _fh: number,
     offset: number,
     dest: Uint8Array,
-    _ctx: RequestContext,
+    ctx: RequestContext,
   ): Promise<number> {
     if (node === this.#stateFileId) {
       const bytes = this.layer.stateBytes();
@@ -149,14 +149,13 @@ export class LayerFuseFs implements FileSystem {
     }
     const n = this.#node(node);
     if ((n.mode & S_IFMT) !== S_IFREG) throw new FuseError(Errno.EINVAL);
-    let data: Uint8Array;
     try {
-      data = await this.layer.read(n.path, n.size, offset, dest.length);
+      return await this.layer.readInto(n.path, n.size, offset, dest, ctx.signal);
     } catch (err) {
+      // An interrupted read is answered EINTR by the edge.
+      if (ctx.signal.aborted) throw err;
       throw new FuseError(Errno.EIO, `read ${n.path}@${offset}: ${(err as Error).message}`);
     }
-    dest.set(data);
-    return data.length;
   }
 
   readdir(node: NodeId, _fh: number, cookie: number, sink: DirectorySink): void {

@@ -134,13 +134,29 @@ export class Layer {
 
   /** Reads part of a regular file; marks the read as on-demand so background work yields. */
   async read(path: string, size: number, offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(Math.max(0, Math.min(size, offset + length) - offset));
+    await this.readInto(path, size, offset, out);
+    return out;
+  }
+
+  /**
+   * Reads part of a regular file into `dest` (a FUSE reply buffer) and returns the byte count;
+   * `signal` (FUSE_INTERRUPT) cancels fetches not yet sent.
+   */
+  async readInto(
+    path: string,
+    size: number,
+    offset: number,
+    dest: Uint8Array,
+    signal?: AbortSignal,
+  ): Promise<number> {
     this.#fetchedAtFirstRead ??= this.reader.fetched.totalSize;
     if (this.#recording) this.#record(this.#recording, path);
     const done = this.scheduler.beginOnDemand();
     try {
-      return await this.reader.read(path, size, offset, length);
+      return await this.reader.readInto(path, size, offset, dest, signal);
     } catch (err) {
-      this.reportError(err);
+      if (!signal?.aborted) this.reportError(err);
       throw err;
     } finally {
       done();

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { setImmediate } from "node:timers";
 import { convertLayer, fileBlobReader, openBlob } from "../estargz/mod.ts";
 import type { EstargzBlob } from "../estargz/mod.ts";
 import { ChunkCache } from "./_chunk_cache.ts";
@@ -78,6 +79,7 @@ before(() => {
   files.set("d/small", new TextEncoder().encode("hello\n"));
   files.set("empty", new Uint8Array(0));
   files.set("exact", pseudoRandom(65536, 2));
+  files.set("huge", pseudoRandom(2 << 20, 3));
   for (let i = 0; i < 20; i++) files.set(`d/f${i}`, pseudoRandom(100 + i * 37, 10 + i));
   for (const [p, data] of files) fs.writeFileSync(path.join(root, p), data);
   execFileSync("tar", ["--sort=name", "-C", root, "-cf", path.join(tmp, "layer.tar"), "."]);
@@ -125,7 +127,7 @@ describe("LayerReader", () => {
     const big = files.get("big")!;
     await reader.read("big", big.length, 0, big.length);
     assert.equal(source.calls.length, 1, "one request for all five chunks");
-    assert.equal(source.calls[0].length, 1, "adjacent extents merge into one range");
+    assert.equal(source.calls[0].length, 5, "a range per extent (the source merges them)");
     await reader.read("big", big.length, 1000, 200_000);
     assert.equal(source.calls.length, 1, "cached");
   });
@@ -145,6 +147,60 @@ describe("LayerReader", () => {
     );
     for (const [p, data] of sizes.slice(0, 3)) await plain.read(p, data.length, 0, 10);
     assert.equal(plainSource.calls.length, 3, "without it, each file is its own request");
+  });
+
+  it("sends the misses of concurrent reads of different files in one request", async () => {
+    const { reader, source } = await open(await makeBlob("coalesce"), "cache-coalesce");
+    const reads = ["big", "exact", "d/f7"].map((p) => {
+      const data = files.get(p)!;
+      return reader.read(p, data.length, 0, data.length).then((got) => same(got, data, p));
+    });
+    await Promise.all(reads);
+    assert.equal(source.calls.length, 1, "one request");
+    assert.ok(source.calls[0].length >= 3, "holding the extents of all three files");
+  });
+
+  it("gives a sequential reader of a big file fewer, growing requests", async () => {
+    const { reader, source } = await open(await makeBlob("sequential"), "cache-seq", 65536);
+    const huge = files.get("huge")!;
+    for (let off = 0; off < huge.length; off += 131072) {
+      same(
+        await reader.read("huge", huge.length, off, 131072),
+        huge.subarray(off, off + 131072),
+        `@${off}`,
+      );
+    }
+    const sizes = source.calls.map((ranges) => ranges.reduce((n, [s, e]) => n + e - s, 0));
+    // A fixed 64 KiB window would take 16 requests of 128 KiB; doubling windows take about 6.
+    assert.ok(sizes.length <= 8, `${sizes.length} requests: ${sizes}`);
+    assert.ok(Math.max(...sizes) >= 4 * sizes[0], `windows grow: ${sizes}`);
+  });
+
+  it("sends nothing for a read interrupted before its batch leaves", async () => {
+    const { reader, source } = await open(await makeBlob("interrupt"), "cache-interrupt");
+    const big = files.get("big")!;
+    const exact = files.get("exact")!;
+    const ac = new AbortController();
+    const cancelled = reader.read("big", big.length, 0, big.length, ac.signal);
+    const other = reader.read("exact", exact.length, 0, exact.length);
+    // Runs after both reads queued their misses and before the batch is sent (FIFO immediates).
+    setImmediate(() => ac.abort());
+    await assert.rejects(cancelled, { name: "AbortError" });
+    same(await other, exact, "the other read is served");
+    assert.equal(source.calls.length, 1);
+    const bigChunks = new Set(
+      (await open(await makeBlob("interrupt"), "cache-probe-i")).blob.chunks("big").map((c) =>
+        c.compressedOffset
+      ),
+    );
+    assert.ok(source.calls[0].every(([s]) => !bigChunks.has(s)), "none of the cancelled ranges");
+    const before = new AbortController();
+    before.abort();
+    await assert.rejects(
+      reader.read("big", big.length, 0, 10, before.signal),
+      { name: "AbortError" },
+    );
+    assert.equal(source.calls.length, 1, "an already interrupted read sends nothing");
   });
 
   it("shares one fetch among concurrent readers of the same chunk", async () => {
@@ -183,15 +239,22 @@ describe("LayerReader", () => {
     const blobPath = await makeBlob("corrupt");
     const { blob } = await open(blobPath, "cache-probe");
     const c = blob.chunkAt("big", 131072)!;
+    // And a small file's member, which is decoded on the event loop rather than the pool.
+    const small = blob.chunkAt("d/f3", 0)!;
     const bytes = fs.readFileSync(blobPath);
-    // Flip a byte in the middle of the compressed payload of that chunk.
+    // Flip a byte in the middle of the compressed payload of those chunks.
     bytes[Math.floor((c.compressedOffset + c.compressedEnd) / 2)] ^= 0xff;
+    bytes[small.compressedEnd - 12] ^= 0xff;
     fs.writeFileSync(blobPath, bytes);
     const { reader } = await open(blobPath, "cache-corrupt");
     const big = files.get("big")!;
     await assert.rejects(
       reader.read("big", big.length, 131072, 10),
       (err: Error) => /big/.test(err.message),
+    );
+    await assert.rejects(
+      reader.read("d/f3", files.get("d/f3")!.length, 0, 10),
+      (err: Error) => /d\/f3/.test(err.message),
     );
     same(
       await reader.read("big", big.length, 0, 10),

@@ -242,6 +242,10 @@ export async function blobSize(
   );
 }
 
+/**
+ * The one place where ranges are merged before they are asked for: overlapping and touching
+ * ranges become one (the layer reader hands each extent as its own range and relies on this).
+ */
 function mergeRanges(ranges: ReadonlyArray<ByteRange>): [number, number][] {
   const sorted = ranges.filter(([s, e]) => e > s).map(([s, e]) => [s, e] as [number, number])
     .sort((a, b) => a[0] - b[0]);
@@ -314,8 +318,9 @@ export class HttpRemoteBlob implements RemoteBlob {
         const from = Math.max(s, seg.start);
         const to = Math.min(e, segEnd);
         if (to <= from) return;
-        if (from === seg.start && to === segEnd && s === seg.start && e === segEnd) {
-          outputs[i] = seg.data;
+        if (from === s && to === e) {
+          // The segment holds the whole range: a view of it, not a copy.
+          outputs[i] = seg.data.subarray(from - seg.start, to - seg.start);
         } else {
           outputs[i] ??= new Uint8Array(e - s);
           outputs[i]!.set(seg.data.subarray(from - seg.start, to - seg.start), from - s);
