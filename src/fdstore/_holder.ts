@@ -81,14 +81,24 @@ export function runHolder(socketPath: string): Promise<number> {
       closeFd(kept.get(n)!);
       kept.delete(n);
     });
-    if (!fs.existsSync(socketPath)) return stop();
+    if (!ours()) return stop();
     if (broken.some((b) => b)) armIdle();
   }, SWEEP_MS);
+  // The socket file we listen on, by inode: a holder started after us (while we were exiting)
+  // binds the same path, and neither our exit nor our sweep may take its file away.
+  let socketIno: number | undefined;
+  const ours = (): boolean => {
+    try {
+      return fs.statSync(socketPath).ino === socketIno;
+    } catch {
+      return false;
+    }
+  };
   const stop = (): void => {
     clearInterval(sweep);
     clearTimeout(idleTimer);
     server.close();
-    fs.rmSync(socketPath, { force: true });
+    if (ours()) fs.rmSync(socketPath, { force: true });
     done(0);
   };
   const armIdle = (): void => {
@@ -107,6 +117,7 @@ export function runHolder(socketPath: string): Promise<number> {
   const oldMask = process.umask(0o077);
   server.listen(socketPath, () => {
     process.umask(oldMask);
+    socketIno = fs.statSync(socketPath).ino;
     armIdle();
   });
   server.on("error", () => done(1));

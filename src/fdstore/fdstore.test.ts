@@ -27,9 +27,9 @@ function holders(): number[] {
   }).map(Number);
 }
 
-async function until(p: () => boolean, what: string): Promise<void> {
+async function until(p: () => boolean | Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;
-  while (!p()) {
+  while (!(await p())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -97,13 +97,12 @@ describe("fd holder", () => {
     fs.closeSync(dead);
     fs.closeSync(live);
     let names: string[] = [];
-    await until(() => {
+    await until(async () => {
       // Looks without taking anything: a fresh store per look, its copies closed at once.
-      void openHolder(options).then((s) => {
-        names = [...s.handedBack.keys()].sort();
-        for (const fd of s.handedBack.values()) fs.closeSync(fd);
-        s.close();
-      });
+      const s = await openHolder(options);
+      names = [...s.handedBack.keys()].sort();
+      for (const fd of s.handedBack.values()) fs.closeSync(fd);
+      s.close();
       return names.length > 0 && !names.includes("dead");
     }, "the ended connection to be dropped");
     assert.ok(names.includes("live"));
