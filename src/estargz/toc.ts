@@ -151,6 +151,84 @@ export function decodeToc(json: Uint8Array): Toc {
   return r.output;
 }
 
+/** TOC JSON decoded per step of {@link decodeTocSteps} (about a millisecond of work each). */
+const DECODE_STEP_BYTES = 1 << 20;
+/** Entries parsed at once by {@link decodeTocSteps}. */
+const PARSE_STEP_ENTRIES = 512;
+const ENTRIES_START = /^\s*\{\s*"version"\s*:\s*1\s*,\s*"entries"\s*:\s*\[/;
+
+/**
+ * {@link decodeToc} in steps, so that a large TOC does not hold the event loop for the whole
+ * parse: the generator yields after each slice of work and returns the TOC. The text is cut
+ * between the entries of the `entries` array and parsed a few thousand entries at a time; a TOC
+ * laid out otherwise (other keys, other order) or failing the checks is decoded by
+ * {@link decodeToc} at once, which gives the precise error.
+ */
+export function* decodeTocSteps(json: Uint8Array): Generator<void, Toc, void> {
+  const decoder = new TextDecoder();
+  const pieces: string[] = [];
+  for (let at = 0; at < json.length; at += DECODE_STEP_BYTES) {
+    const end = Math.min(json.length, at + DECODE_STEP_BYTES);
+    pieces.push(decoder.decode(json.subarray(at, end), { stream: end < json.length }));
+    yield;
+  }
+  const text = pieces.join("");
+  yield;
+  const head = ENTRIES_START.exec(text.slice(0, 256));
+  if (!head) return decodeToc(json);
+  const entries: TocEntry[] = [];
+  let groupStart = -1;
+  let inGroup = 0;
+  const flush = (end: number): boolean => {
+    let part: unknown;
+    try {
+      part = JSON.parse("[" + text.slice(groupStart, end) + "]");
+    } catch {
+      return false;
+    }
+    if (!isValidToc({ version: 1, entries: part })) return false;
+    for (const e of part as TocEntry[]) entries.push(e);
+    groupStart = -1;
+    inGroup = 0;
+    return entries.length <= MAX_TOC_ENTRIES;
+  };
+  // Between entries: what may come next (an entry or the end, a comma or the end, an entry).
+  const FIRST = 0, AFTER = 1, NEXT = 2;
+  let want = FIRST;
+  let depth = 0;
+  let lastEnd = -1;
+  let i = head[0].length;
+  for (; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (depth > 0) {
+      if (c === 0x22) { // skip the string to its closing quote
+        for (i++; i < text.length; i++) {
+          const d = text.charCodeAt(i);
+          if (d === 0x5c) i++;
+          else if (d === 0x22) break;
+        }
+      } else if (c === 0x7b || c === 0x5b) depth++;
+      else if ((c === 0x7d || c === 0x5d) && --depth === 0) {
+        lastEnd = i + 1;
+        want = AFTER;
+        if (++inGroup === PARSE_STEP_ENTRIES) {
+          if (!flush(lastEnd)) return decodeToc(json);
+          yield;
+        }
+      }
+    } else if (c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d) continue;
+    else if (c === 0x7b && want !== AFTER) {
+      if (groupStart < 0) groupStart = i;
+      depth = 1;
+    } else if (c === 0x2c && want === AFTER) want = NEXT;
+    else if (c === 0x5d && want !== NEXT) break; // the end of the entries array
+    else return decodeToc(json);
+  }
+  if (i >= text.length || !/^\]\s*\}\s*$/.test(text.slice(i))) return decodeToc(json);
+  if (groupStart >= 0 && !flush(lastEnd)) return decodeToc(json);
+  return { version: 1, entries };
+}
+
 /** Encodes a TOC the way Go's `json.MarshalIndent(toc, "", "\t")` lays it out. */
 export function encodeToc(toc: Toc): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(toc, null, "\t"));
