@@ -313,15 +313,30 @@ export class EstargzBlob {
     }
     // A large TOC takes a while to inflate, hash, parse and index: every step runs off the
     // event loop or in slices, so that mounting it does not stall the layers already served.
-    const json = await inflateToc(footer.format, tocBytes);
+    let json: Uint8Array | undefined = await inflateToc(footer.format, tocBytes);
     const digest = await inSlices(sha256Steps(json));
     if (opts.expectedTocDigest !== undefined && opts.expectedTocDigest !== digest) {
       throw new TocDigestMismatchError(opts.expectedTocDigest, digest);
     }
     const blob = new EstargzBlob(reader, footer.format, footer, digest);
-    const toc = await inSlices(decodeTocSteps(json));
-    // The parsed TOC is garbage once indexed: the index keeps what the filesystem serves.
-    await inSlices(blob.#indexSteps(toc));
+    // Entries go into the index as they are parsed, a few hundred at a time, and are garbage
+    // right after: the whole parsed TOC never exists at once.
+    let build = newBuild();
+    const add = (entries: TocEntry[]) => {
+      const steps = blob.#addEntries(build, entries);
+      while (!steps.next().done) { /* one batch */ }
+    };
+    const parse = decodeTocSteps(json, add);
+    // The parse keeps only the text of the JSON: its bytes (and the inflated tar) can go.
+    json = undefined;
+    const whole = await inSlices(parse);
+    if (whole) {
+      // Laid out in a way the parse in runs does not take: index the TOC decoded whole.
+      blob.#nodes.clear();
+      build = newBuild();
+      await inSlices(blob.#addEntries(build, whole.entries));
+    }
+    await inSlices(blob.#finishIndex(build));
     return blob;
   }
 
@@ -376,46 +391,58 @@ export class EstargzBlob {
 
   /** Builds the index of `toc`, yielding every so many entries (see {@link inSlices}). */
   *#indexSteps(toc: Toc): Generator<void, void, void> {
-    const entries = toc.entries;
+    const b = newBuild();
+    yield* this.#addEntries(b, toc.entries);
+    yield* this.#finishIndex(b);
+  }
+
+  /**
+   * The first pass of the index over TOC entries, given in any number of runs: the nodes by name,
+   * their chunks, owner names carried over. What it keeps of an entry is copied, so that the
+   * entries can be dropped as soon as they are added.
+   */
+  *#addEntries(b: IndexBuild, entries: readonly TocEntry[]): Generator<void, void, void> {
     const dataEnd = this.footer.dataEnd;
-    const order: MutableNode[] = [];
-    const hardlinks: [MutableNode, TocEntry][] = [];
-    const all: { c: Chunk; e: TocEntry }[] = [];
-    let lastReg: MutableNode | undefined;
-    const userNames = new Map<number, string>();
-    const groupNames = new Map<number, string>();
-    let work = 0;
     for (const e of entries) {
-      if (++work % STEP === 0) yield;
+      if (++b.work % STEP === 0) yield;
       if (e.type === "chunk") {
-        if (!lastReg) throw new InvalidEntryError(e.name, "chunk entry without a preceding file");
-        this.#addChunk(lastReg, e, all, dataEnd);
+        if (!b.lastReg) {
+          throw new InvalidEntryError(e.name, "chunk entry without a preceding file");
+        }
+        this.#addChunk(b.lastReg, e, b.all, dataEnd);
         continue;
       }
       const name = cleanEntryName(e.name);
       if (e.type === "hardlink") {
         const node = nodeFromEntry(e, name, "reg");
-        hardlinks.push([node, e]);
-        order.push(node);
+        b.hardlinks.push([node, e.name]);
+        b.order.push(node);
         this.#nodes.set(name, node);
-        lastReg = undefined;
+        b.lastReg = undefined;
         continue;
       }
       const node = nodeFromEntry(e, name, e.type);
-      if (node.userName) userNames.set(node.uid, node.userName);
-      else node.userName = userNames.get(node.uid) ?? "";
-      if (node.groupName) groupNames.set(node.gid, node.groupName);
-      else node.groupName = groupNames.get(node.gid) ?? "";
-      order.push(node);
+      if (node.userName) b.userNames.set(node.uid, node.userName);
+      else node.userName = b.userNames.get(node.uid) ?? "";
+      if (node.groupName) b.groupNames.set(node.gid, node.groupName);
+      else node.groupName = b.groupNames.get(node.gid) ?? "";
+      b.order.push(node);
       // A name given twice: the later entry wins, as when the tar is extracted.
       this.#nodes.set(name, node);
       if (e.type === "reg") {
-        lastReg = node;
-        if ((e.size ?? 0) > 0) this.#addChunk(node, e, all, dataEnd);
+        b.lastReg = node;
+        if ((e.size ?? 0) > 0) this.#addChunk(node, e, b.all, dataEnd);
       } else {
-        lastReg = undefined;
+        b.lastReg = undefined;
       }
     }
+  }
+
+  /** The rest of the index once every entry is added: hardlinks, the tree, extents, checks. */
+  *#finishIndex(b: IndexBuild): Generator<void, void, void> {
+    const { order, hardlinks, all } = b;
+    const dataEnd = this.footer.dataEnd;
+    let work = 0;
     const root = this.#nodes.get("");
     if (!root) this.#nodes.set("", impliedDir(""));
     else if (root.type !== "dir") throw new InvalidEntryError(root.name, "root is not a directory");
@@ -424,18 +451,21 @@ export class EstargzBlob {
     // Hardlinks point at whatever their target name finally holds; chains are followed.
     const linkNodes = new Set(hardlinks.map(([n]) => n));
     const targets = new Map<MutableNode, MutableNode>();
-    for (const [node, e] of hardlinks) {
+    for (const [node, entryName] of hardlinks) {
       let target = node;
       for (let depth = 0; linkNodes.has(target); depth++) {
         const link = target.linkName;
-        const next = this.#nodes.get(cleanEntryNameFor(e.name, link));
+        const next = this.#nodes.get(cleanEntryNameFor(entryName, link));
         if (!next) {
-          throw new InvalidEntryError(e.name, `hardlink target ${JSON.stringify(link)} not found`);
+          throw new InvalidEntryError(
+            entryName,
+            `hardlink target ${JSON.stringify(link)} not found`,
+          );
         }
-        if (depth > 64) throw new InvalidEntryError(e.name, "hardlink loop");
+        if (depth > 64) throw new InvalidEntryError(entryName, "hardlink loop");
         target = next;
       }
-      if (target.type === "dir") throw new InvalidEntryError(e.name, "hardlink to a directory");
+      if (target.type === "dir") throw new InvalidEntryError(entryName, "hardlink to a directory");
       targets.set(node, target);
     }
 
@@ -472,7 +502,7 @@ export class EstargzBlob {
   #addChunk(
     node: MutableNode,
     e: TocEntry,
-    all: { c: Chunk; e: TocEntry }[],
+    all: Chunk[],
     dataEnd: number,
   ): void {
     const chunkOffset = e.chunkOffset ?? 0;
@@ -505,25 +535,23 @@ export class EstargzBlob {
       innerOffset: e.innerOffset ?? 0,
     };
     (node.chunks ??= []).push(c);
-    all.push({ c, e });
+    all.push(c);
   }
 
-  #computeExtents(all: { c: Chunk; e: TocEntry }[], dataEnd: number): void {
+  #computeExtents(all: Chunk[], dataEnd: number): void {
     let sorted = true;
     for (let i = 1; i < all.length; i++) {
-      if (all[i].c.compressedOffset < all[i - 1].c.compressedOffset) {
+      if (all[i].compressedOffset < all[i - 1].compressedOffset) {
         sorted = false;
         break;
       }
     }
-    const list = sorted
-      ? all
-      : [...all].sort((a, b) => a.c.compressedOffset - b.c.compressedOffset);
+    const list = sorted ? all : [...all].sort((a, b) => a.compressedOffset - b.compressedOffset);
     let end = dataEnd;
     for (let i = list.length - 1; i >= 0; i--) {
-      const c = list[i].c as { compressedEnd: number; compressedOffset: number };
+      const c = list[i] as { compressedEnd: number; compressedOffset: number };
       c.compressedEnd = end;
-      if (i > 0 && list[i - 1].c.compressedOffset !== c.compressedOffset) end = c.compressedOffset;
+      if (i > 0 && list[i - 1].compressedOffset !== c.compressedOffset) end = c.compressedOffset;
     }
   }
 
@@ -677,6 +705,30 @@ export class EstargzBlob {
     for (const c of list) await this.readChunk(c);
     return list.length;
   }
+}
+
+/** What the first pass of an index build gathers (see {@link EstargzBlob}'s `#addEntries`). */
+interface IndexBuild {
+  readonly order: MutableNode[];
+  /** Hardlink nodes and their entries' names. */
+  readonly hardlinks: [MutableNode, string][];
+  readonly all: Chunk[];
+  lastReg: MutableNode | undefined;
+  readonly userNames: Map<number, string>;
+  readonly groupNames: Map<number, string>;
+  work: number;
+}
+
+function newBuild(): IndexBuild {
+  return {
+    order: [],
+    hardlinks: [],
+    all: [],
+    lastReg: undefined,
+    userNames: new Map(),
+    groupNames: new Map(),
+    work: 0,
+  };
 }
 
 /** Which row of its blob's index a node handed out is (see {@link EstargzBlob.node}). */

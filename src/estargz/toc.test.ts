@@ -86,13 +86,20 @@ describe("modtime", () => {
 });
 
 describe("decodeTocSteps", () => {
-  const run = (json: Uint8Array): Toc => {
-    const steps = decodeTocSteps(json);
+  /** The TOC as the caller of decodeTocSteps sees it, and how many runs of entries it got. */
+  const runs = (json: Uint8Array): [Toc, number] => {
+    let sunk: Toc["entries"] = [];
+    let n = 0;
+    const steps = decodeTocSteps(json, (batch) => {
+      sunk = sunk.concat(batch);
+      n++;
+    });
     for (;;) {
       const r = steps.next();
-      if (r.done) return r.value;
+      if (r.done) return r.value ? [r.value, 0] : [{ version: 1, entries: sunk }, n];
     }
   };
+  const run = (json: Uint8Array): Toc => runs(json)[0];
   const entries = Array.from({ length: 1300 }, (_, i) => ({
     name: `d${i % 7}/f{${i}}"[\\]`,
     type: "reg" as const,
@@ -104,10 +111,12 @@ describe("decodeTocSteps", () => {
   it("decodes what decodeToc decodes, laid out as Go or compactly, in several steps", () => {
     for (const json of [encodeToc(toc), enc(toc)]) {
       let steps = 0;
-      const gen = decodeTocSteps(json);
+      const gen = decodeTocSteps(json, () => {});
       while (!gen.next().done) steps++;
       assert.ok(steps > 2, `${steps} steps`);
-      assert.deepEqual(run(json), decodeToc(json));
+      const [got, batches] = runs(json);
+      assert.equal(batches, 3, "1301 entries in runs of 512");
+      assert.deepEqual(got, decodeToc(json));
     }
     assert.deepEqual(run(enc({ version: 1, entries: [] })), { version: 1, entries: [] });
   });

@@ -131,9 +131,13 @@ function isValidToc(raw: unknown): raw is Toc {
 
 /** Decodes and validates TOC JSON bytes. */
 export function decodeToc(json: Uint8Array): Toc {
+  return decodeTocText(new TextDecoder().decode(json));
+}
+
+function decodeTocText(text: string): Toc {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder().decode(json));
+    raw = JSON.parse(text);
   } catch (err) {
     throw new TocError(`error decoding TOC JSON: ${(err as Error).message}`, { cause: err });
   }
@@ -158,25 +162,25 @@ const PARSE_STEP_ENTRIES = 512;
 const ENTRIES_START = /^\s*\{\s*"version"\s*:\s*1\s*,\s*"entries"\s*:\s*\[/;
 
 /**
- * {@link decodeToc} in steps, so that a large TOC does not hold the event loop for the whole
- * parse: the generator yields after each slice of work and returns the TOC. The text is cut
- * between the entries of the `entries` array and parsed a few thousand entries at a time; a TOC
- * laid out otherwise (other keys, other order) or failing the checks is decoded by
- * {@link decodeToc} at once, which gives the precise error.
+ * {@link decodeToc} in steps, so that a large TOC neither holds the event loop for the whole
+ * parse nor exists whole in memory: the generator yields after each slice of work and hands the
+ * entries to `sink` a few hundred at a time, checked as {@link decodeToc} checks them. The text
+ * is cut between the entries of the `entries` array. A TOC laid out otherwise (other keys, other
+ * order) or failing the checks is decoded by {@link decodeToc} at once, which gives the precise
+ * error, and returned whole: the entries sunk so far are then to be forgotten. Returns
+ * undefined when every entry went to `sink`.
  */
-export function* decodeTocSteps(json: Uint8Array): Generator<void, Toc, void> {
-  const decoder = new TextDecoder();
-  const pieces: string[] = [];
-  for (let at = 0; at < json.length; at += DECODE_STEP_BYTES) {
-    const end = Math.min(json.length, at + DECODE_STEP_BYTES);
-    pieces.push(decoder.decode(json.subarray(at, end), { stream: end < json.length }));
-    yield;
-  }
-  const text = pieces.join("");
-  yield;
+export function* decodeTocSteps(
+  json: Uint8Array,
+  sink: (entries: TocEntry[]) => void,
+): Generator<void, Toc | undefined, void> {
+  const text = yield* decodeText(json);
+  // Only the text is needed from here on: let the bytes go (the caller lets go of its own).
+  json = NO_BYTES;
+
   const head = ENTRIES_START.exec(text.slice(0, 256));
-  if (!head) return decodeToc(json);
-  const entries: TocEntry[] = [];
+  if (!head) return decodeTocText(text);
+  let count = 0;
   let groupStart = -1;
   let inGroup = 0;
   const flush = (end: number): boolean => {
@@ -187,10 +191,12 @@ export function* decodeTocSteps(json: Uint8Array): Generator<void, Toc, void> {
       return false;
     }
     if (!isValidToc({ version: 1, entries: part })) return false;
-    for (const e of part as TocEntry[]) entries.push(e);
+    count += (part as TocEntry[]).length;
+    if (count > MAX_TOC_ENTRIES) return false;
+    sink(part as TocEntry[]);
     groupStart = -1;
     inGroup = 0;
-    return entries.length <= MAX_TOC_ENTRIES;
+    return true;
   };
   // Between entries: what may come next (an entry or the end, a comma or the end, an entry).
   const FIRST = 0, AFTER = 1, NEXT = 2;
@@ -212,7 +218,7 @@ export function* decodeTocSteps(json: Uint8Array): Generator<void, Toc, void> {
         lastEnd = i + 1;
         want = AFTER;
         if (++inGroup === PARSE_STEP_ENTRIES) {
-          if (!flush(lastEnd)) return decodeToc(json);
+          if (!flush(lastEnd)) return decodeTocText(text);
           yield;
         }
       }
@@ -222,11 +228,25 @@ export function* decodeTocSteps(json: Uint8Array): Generator<void, Toc, void> {
       depth = 1;
     } else if (c === 0x2c && want === AFTER) want = NEXT;
     else if (c === 0x5d && want !== NEXT) break; // the end of the entries array
-    else return decodeToc(json);
+    else return decodeTocText(text);
   }
-  if (i >= text.length || !/^\]\s*\}\s*$/.test(text.slice(i))) return decodeToc(json);
-  if (groupStart >= 0 && !flush(lastEnd)) return decodeToc(json);
-  return { version: 1, entries };
+  if (i >= text.length || !/^\]\s*\}\s*$/.test(text.slice(i))) return decodeTocText(text);
+  if (groupStart >= 0 && !flush(lastEnd)) return decodeTocText(text);
+  return undefined;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** The text of UTF-8 `bytes`, a MiB per step. */
+function* decodeText(bytes: Uint8Array): Generator<void, string, void> {
+  const decoder = new TextDecoder();
+  const pieces: string[] = [];
+  for (let at = 0; at < bytes.length; at += DECODE_STEP_BYTES) {
+    const end = Math.min(bytes.length, at + DECODE_STEP_BYTES);
+    pieces.push(decoder.decode(bytes.subarray(at, end), { stream: end < bytes.length }));
+    yield;
+  }
+  return pieces.join("");
 }
 
 /** Encodes a TOC the way Go's `json.MarshalIndent(toc, "", "\t")` lays it out. */
