@@ -181,28 +181,21 @@ export function* decodeTocSteps(
   const head = ENTRIES_START.exec(text.slice(0, 256));
   if (!head) return decodeTocText(text);
   let count = 0;
-  let groupStart = -1;
-  let inGroup = 0;
-  const flush = (end: number): boolean => {
-    let part: unknown;
-    try {
-      part = JSON.parse("[" + text.slice(groupStart, end) + "]");
-    } catch {
-      return false;
-    }
-    if (!isValidToc({ version: 1, entries: part })) return false;
-    count += (part as TocEntry[]).length;
+  let batch: unknown[] = [];
+  /** Checks the entries parsed since the last flush and hands them over. */
+  const flush = (): boolean => {
+    if (!isValidToc({ version: 1, entries: batch })) return false;
+    count += batch.length;
     if (count > MAX_TOC_ENTRIES) return false;
-    sink(part as TocEntry[]);
-    groupStart = -1;
-    inGroup = 0;
+    sink(batch as TocEntry[]);
+    batch = [];
     return true;
   };
   // Between entries: what may come next (an entry or the end, a comma or the end, an entry).
   const FIRST = 0, AFTER = 1, NEXT = 2;
   let want = FIRST;
   let depth = 0;
-  let lastEnd = -1;
+  let start = -1;
   let i = head[0].length;
   for (; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -215,23 +208,29 @@ export function* decodeTocSteps(
         }
       } else if (c === 0x7b || c === 0x5b) depth++;
       else if ((c === 0x7d || c === 0x5d) && --depth === 0) {
-        lastEnd = i + 1;
+        // One entry at a time: parsing a slice of the text copies nothing (a run of entries
+        // wrapped in brackets would be copied whole first).
+        try {
+          batch.push(JSON.parse(text.slice(start, i + 1)));
+        } catch {
+          return decodeTocText(text);
+        }
         want = AFTER;
-        if (++inGroup === PARSE_STEP_ENTRIES) {
-          if (!flush(lastEnd)) return decodeTocText(text);
+        if (batch.length === PARSE_STEP_ENTRIES) {
+          if (!flush()) return decodeTocText(text);
           yield;
         }
       }
     } else if (c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d) continue;
     else if (c === 0x7b && want !== AFTER) {
-      if (groupStart < 0) groupStart = i;
+      start = i;
       depth = 1;
     } else if (c === 0x2c && want === AFTER) want = NEXT;
     else if (c === 0x5d && want !== NEXT) break; // the end of the entries array
     else return decodeTocText(text);
   }
   if (i >= text.length || !/^\]\s*\}\s*$/.test(text.slice(i))) return decodeTocText(text);
-  if (groupStart >= 0 && !flush(lastEnd)) return decodeTocText(text);
+  if (batch.length > 0 && !flush()) return decodeTocText(text);
   return undefined;
 }
 
