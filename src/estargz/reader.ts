@@ -139,8 +139,8 @@ export const NODE_TYPES: readonly NodeType[] = ["dir", "reg", "symlink", "char",
  * (node `k` is row `k`; node 0 is the root), every directory's entries as runs of (name, node)
  * edges in TOC order, and every regular file's chunks as a run of one flat list. Rare fields
  * (link targets, xattrs) are sparse, owner names index a table of the distinct ones. A 100k-entry
- * layer's nodes cost a few MB here where one object per node (and a Map per directory) cost
- * tens of MB. The filesystem's tree reads these columns directly.
+ * layer's nodes cost about 10 MB here (paths included) where one object per node and a Map per
+ * directory cost about 30 MB. The filesystem's tree reads these columns directly.
  */
 export interface CompactIndex {
   /** Number of nodes. */
@@ -162,7 +162,7 @@ export interface CompactIndex {
   readonly userName: Uint32Array;
   readonly groupName: Uint32Array;
   readonly owners: readonly string[];
-  /** Link targets (symlinks, and hardlinks' as given), for the nodes that have one. */
+  /** Symlink targets, for the nodes that have one. */
   readonly linkName: ReadonlyMap<number, string>;
   /** The TOC's xattrs (base64 values) of the nodes that have any. */
   readonly xattrs: ReadonlyMap<number, Readonly<Record<string, string>>>;
