@@ -21,6 +21,7 @@
 export {
   type BlobReader,
   type Chunk,
+  type CompactIndex,
   decodeChunk,
   decodeChunkAsync,
   EstargzBlob,
@@ -28,6 +29,8 @@ export {
   fileBlobReader,
   MAX_CHUNK_BYTES,
   MAX_TOC_BYTES,
+  type Member,
+  NODE_TYPES,
   type NodeType,
   openBlob,
   type OpenOptions,

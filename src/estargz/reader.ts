@@ -21,6 +21,7 @@ import { BLOCK } from "./_tar.ts";
 import {
   cleanEntryName,
   decodeToc,
+  decodeTocSteps,
   parseModtime,
   type Toc,
   TOC_TAR_NAME,
@@ -80,6 +81,17 @@ export interface Chunk {
   readonly innerOffset: number;
 }
 
+/** One compressed member (gzip member / zstd frame) of the blob and the chunks it holds. */
+export interface Member {
+  /** The chunks' `compressedOffset`. */
+  readonly start: number;
+  /** Their `compressedEnd`. */
+  readonly end: number;
+  readonly chunks: readonly Chunk[];
+  /** Position in {@link CompactIndex.members}. */
+  readonly index: number;
+}
+
 /** A file, directory or other node of the layer, as the filesystem serves it. */
 export interface EstargzNode {
   /** Cleaned path ("" for the root). */
@@ -119,6 +131,56 @@ interface MutableNode extends EstargzNode {
   children: Map<string, MutableNode> | undefined;
 }
 
+/** The node types in the order of {@link CompactIndex.type}'s codes. */
+export const NODE_TYPES: readonly NodeType[] = ["dir", "reg", "symlink", "char", "block", "fifo"];
+
+/**
+ * The index of an opened blob in one structure, built once from the TOC: a column per field
+ * (node `k` is row `k`; node 0 is the root), every directory's entries as runs of (name, node)
+ * edges in TOC order, and every regular file's chunks as a run of one flat list. Rare fields
+ * (link targets, xattrs) are sparse, owner names index a table of the distinct ones. A 100k-entry
+ * layer's nodes cost about 10 MB here (paths included) where one object per node and a Map per
+ * directory cost about 30 MB. The filesystem's tree reads these columns directly.
+ */
+export interface CompactIndex {
+  /** Number of nodes. */
+  readonly count: number;
+  /** Cleaned path of each node (hardlinked files: their first name). */
+  readonly name: readonly string[];
+  /** Index in {@link NODE_TYPES}. */
+  readonly type: Uint8Array;
+  readonly mode: Uint32Array;
+  readonly uid: Uint32Array;
+  readonly gid: Uint32Array;
+  readonly devMajor: Uint32Array;
+  readonly devMinor: Uint32Array;
+  readonly numLink: Uint32Array;
+  readonly size: Float64Array;
+  readonly offset: Float64Array;
+  readonly modtimeMs: Float64Array;
+  /** Indices into {@link owners}. */
+  readonly userName: Uint32Array;
+  readonly groupName: Uint32Array;
+  readonly owners: readonly string[];
+  /** Symlink targets, for the nodes that have one. */
+  readonly linkName: ReadonlyMap<number, string>;
+  /** The TOC's xattrs (base64 values) of the nodes that have any. */
+  readonly xattrs: ReadonlyMap<number, Readonly<Record<string, string>>>;
+  /** A directory's entries: `edgeCount[k]` edges from `edgeStart[k]`. */
+  readonly edgeStart: Uint32Array;
+  readonly edgeCount: Uint32Array;
+  readonly edgeName: readonly string[];
+  readonly edgeNode: Uint32Array;
+  /** A regular file's chunks, by `chunkOffset`: `chunkCount[k]` from `chunkStart[k]`. */
+  readonly chunkStart: Uint32Array;
+  readonly chunkCount: Uint32Array;
+  readonly chunks: readonly Chunk[];
+  /** Node of every path (hardlink names map to their target). */
+  readonly byPath: ReadonlyMap<string, number>;
+  /** The compressed members that hold chunks, sorted by offset in the blob. */
+  readonly members: readonly Member[];
+}
+
 /** Options of {@link openBlob}. */
 export interface OpenOptions {
   /** Refuse the blob unless its TOC digest equals this (`sha256:…`). */
@@ -146,6 +208,10 @@ export const MAX_CHUNK_BYTES = 256 << 20;
  */
 export const MAX_TOC_BYTES = 512 << 20;
 const EMPTY_CHILDREN: ReadonlyMap<string, EstargzNode> = new Map();
+/** Longest run of work on the event loop while a blob is opened (see {@link inSlices}). */
+const SLICE_MS = 10;
+/** Loop iterations between two checks of the clock in the index's build. */
+const STEP = 1024;
 const NO_CHUNKS: readonly Chunk[] = [];
 
 function sha256(b: Uint8Array): string {
@@ -204,7 +270,12 @@ function parentOf(p: string): string {
 
 /** An opened blob: the TOC, its digest, and the index the filesystem reads from. */
 export class EstargzBlob {
+  /** The nodes while the index is built; empty afterwards. */
   readonly #nodes = new Map<string, MutableNode>();
+  #index: CompactIndex = EMPTY_INDEX;
+  /** Nodes and listings handed out by {@link entry} and {@link children}, made on demand. */
+  readonly #views: (EstargzNode | undefined)[] = [];
+  readonly #listings = new Map<number, ReadonlyMap<string, EstargzNode>>();
 
   private constructor(
     readonly reader: BlobReader,
@@ -240,17 +311,32 @@ export class EstargzBlob {
       tocBytes.set(head, 0);
       tocBytes.set(tail.subarray(0, tocEnd - tailStart), head.length);
     }
-    const json = footer.format === "zstd" ? zstdToc(tocBytes) : gzipToc(tocBytes);
-    const digest = sha256(json);
+    // A large TOC takes a while to inflate, hash, parse and index: every step runs off the
+    // event loop or in slices, so that mounting it does not stall the layers already served.
+    let json: Uint8Array | undefined = await inflateToc(footer.format, tocBytes);
+    const digest = await inSlices(sha256Steps(json));
     if (opts.expectedTocDigest !== undefined && opts.expectedTocDigest !== digest) {
       throw new TocDigestMismatchError(opts.expectedTocDigest, digest);
     }
     const blob = new EstargzBlob(reader, footer.format, footer, digest);
-    const toc = decodeToc(json);
-    // Parsing and indexing a large TOC take a while each: let the event loop run in between.
-    await new Promise((resolve) => setImmediate(resolve));
-    // The parsed TOC is garbage once indexed: the index keeps what the filesystem serves.
-    blob.#buildIndex(toc);
+    // Entries go into the index as they are parsed, a few hundred at a time, and are garbage
+    // right after: the whole parsed TOC never exists at once.
+    let build = newBuild();
+    const add = (entries: TocEntry[]) => {
+      const steps = blob.#addEntries(build, entries);
+      while (!steps.next().done) { /* one batch */ }
+    };
+    const parse = decodeTocSteps(json, add);
+    // The parse keeps only the text of the JSON: its bytes (and the inflated tar) can go.
+    json = undefined;
+    const whole = await inSlices(parse);
+    if (whole) {
+      // Laid out in a way the parse in runs does not take: index the TOC decoded whole.
+      blob.#nodes.clear();
+      build = newBuild();
+      await inSlices(blob.#addEntries(build, whole.entries));
+    }
+    await inSlices(blob.#finishIndex(build));
     return blob;
   }
 
@@ -262,7 +348,8 @@ export class EstargzBlob {
   static checkToc(toc: Toc, format: BlobFormat, dataEnd: number): void {
     const footer: Footer = { format, footerSize: 0, tocOffset: dataEnd, dataEnd };
     const none: BlobReader = { size: 0, read: () => Promise.reject(new Error("no blob")) };
-    new EstargzBlob(none, format, footer, "").#buildIndex(toc);
+    const steps = new EstargzBlob(none, format, footer, "").#indexSteps(toc);
+    while (!steps.next().done) { /* at once */ }
   }
 
   /**
@@ -272,7 +359,7 @@ export class EstargzBlob {
   async readToc(): Promise<Toc> {
     const [start, end] = tocRange(this.footer, this.reader.size);
     const bytes = await this.reader.read(start, end - start);
-    const json = this.format === "zstd" ? zstdToc(bytes) : gzipToc(bytes);
+    const json = await inflateToc(this.format, bytes);
     const digest = sha256(json);
     if (digest !== this.tocDigest) throw new TocDigestMismatchError(this.tocDigest, digest);
     return decodeToc(json);
@@ -302,45 +389,60 @@ export class EstargzBlob {
     children.set(base, node);
   }
 
-  #buildIndex(toc: Toc): void {
-    const entries = toc.entries;
+  /** Builds the index of `toc`, yielding every so many entries (see {@link inSlices}). */
+  *#indexSteps(toc: Toc): Generator<void, void, void> {
+    const b = newBuild();
+    yield* this.#addEntries(b, toc.entries);
+    yield* this.#finishIndex(b);
+  }
+
+  /**
+   * The first pass of the index over TOC entries, given in any number of runs: the nodes by name,
+   * their chunks, owner names carried over. What it keeps of an entry is copied, so that the
+   * entries can be dropped as soon as they are added.
+   */
+  *#addEntries(b: IndexBuild, entries: readonly TocEntry[]): Generator<void, void, void> {
     const dataEnd = this.footer.dataEnd;
-    const order: MutableNode[] = [];
-    const hardlinks: [MutableNode, TocEntry][] = [];
-    const all: { c: Chunk; e: TocEntry }[] = [];
-    let lastReg: MutableNode | undefined;
-    const userNames = new Map<number, string>();
-    const groupNames = new Map<number, string>();
     for (const e of entries) {
+      if (++b.work % STEP === 0) yield;
       if (e.type === "chunk") {
-        if (!lastReg) throw new InvalidEntryError(e.name, "chunk entry without a preceding file");
-        this.#addChunk(lastReg, e, all, dataEnd);
+        if (!b.lastReg) {
+          throw new InvalidEntryError(e.name, "chunk entry without a preceding file");
+        }
+        this.#addChunk(b.lastReg, e, b.all, dataEnd);
         continue;
       }
       const name = cleanEntryName(e.name);
       if (e.type === "hardlink") {
         const node = nodeFromEntry(e, name, "reg");
-        hardlinks.push([node, e]);
-        order.push(node);
+        b.hardlinks.push([node, e.name]);
+        b.order.push(node);
         this.#nodes.set(name, node);
-        lastReg = undefined;
+        b.lastReg = undefined;
         continue;
       }
       const node = nodeFromEntry(e, name, e.type);
-      if (node.userName) userNames.set(node.uid, node.userName);
-      else node.userName = userNames.get(node.uid) ?? "";
-      if (node.groupName) groupNames.set(node.gid, node.groupName);
-      else node.groupName = groupNames.get(node.gid) ?? "";
-      order.push(node);
+      if (node.userName) b.userNames.set(node.uid, node.userName);
+      else node.userName = b.userNames.get(node.uid) ?? "";
+      if (node.groupName) b.groupNames.set(node.gid, node.groupName);
+      else node.groupName = b.groupNames.get(node.gid) ?? "";
+      b.order.push(node);
       // A name given twice: the later entry wins, as when the tar is extracted.
       this.#nodes.set(name, node);
       if (e.type === "reg") {
-        lastReg = node;
-        if ((e.size ?? 0) > 0) this.#addChunk(node, e, all, dataEnd);
+        b.lastReg = node;
+        if ((e.size ?? 0) > 0) this.#addChunk(node, e, b.all, dataEnd);
       } else {
-        lastReg = undefined;
+        b.lastReg = undefined;
       }
     }
+  }
+
+  /** The rest of the index once every entry is added: hardlinks, the tree, extents, checks. */
+  *#finishIndex(b: IndexBuild): Generator<void, void, void> {
+    const { order, hardlinks, all } = b;
+    const dataEnd = this.footer.dataEnd;
+    let work = 0;
     const root = this.#nodes.get("");
     if (!root) this.#nodes.set("", impliedDir(""));
     else if (root.type !== "dir") throw new InvalidEntryError(root.name, "root is not a directory");
@@ -349,22 +451,26 @@ export class EstargzBlob {
     // Hardlinks point at whatever their target name finally holds; chains are followed.
     const linkNodes = new Set(hardlinks.map(([n]) => n));
     const targets = new Map<MutableNode, MutableNode>();
-    for (const [node, e] of hardlinks) {
+    for (const [node, entryName] of hardlinks) {
       let target = node;
       for (let depth = 0; linkNodes.has(target); depth++) {
         const link = target.linkName;
-        const next = this.#nodes.get(cleanEntryNameFor(e.name, link));
+        const next = this.#nodes.get(cleanEntryNameFor(entryName, link));
         if (!next) {
-          throw new InvalidEntryError(e.name, `hardlink target ${JSON.stringify(link)} not found`);
+          throw new InvalidEntryError(
+            entryName,
+            `hardlink target ${JSON.stringify(link)} not found`,
+          );
         }
-        if (depth > 64) throw new InvalidEntryError(e.name, "hardlink loop");
+        if (depth > 64) throw new InvalidEntryError(entryName, "hardlink loop");
         target = next;
       }
-      if (target.type === "dir") throw new InvalidEntryError(e.name, "hardlink to a directory");
+      if (target.type === "dir") throw new InvalidEntryError(entryName, "hardlink to a directory");
       targets.set(node, target);
     }
 
     for (const node of order) {
+      if (++work % STEP === 0) yield;
       if (node.name === "" || this.#nodes.get(node.name) !== node) continue;
       const target = targets.get(node) ?? node;
       target.numLink++;
@@ -374,6 +480,7 @@ export class EstargzBlob {
 
     this.#computeExtents(all, dataEnd);
     for (const node of order) {
+      if (++work % STEP === 0) yield;
       const chunks = node.chunks;
       if (!chunks) continue;
       if (chunks.length > 1) chunks.sort((a, b) => a.chunkOffset - b.chunkOffset);
@@ -388,12 +495,14 @@ export class EstargzBlob {
         throw new InvalidEntryError(node.name, `chunks cover ${next} of ${node.size} bytes`);
       }
     }
+    this.#index = yield* compact(this.#nodes);
+    this.#nodes.clear();
   }
 
   #addChunk(
     node: MutableNode,
     e: TocEntry,
-    all: { c: Chunk; e: TocEntry }[],
+    all: Chunk[],
     dataEnd: number,
   ): void {
     const chunkOffset = e.chunkOffset ?? 0;
@@ -426,66 +535,123 @@ export class EstargzBlob {
       innerOffset: e.innerOffset ?? 0,
     };
     (node.chunks ??= []).push(c);
-    all.push({ c, e });
+    all.push(c);
   }
 
-  #computeExtents(all: { c: Chunk; e: TocEntry }[], dataEnd: number): void {
+  #computeExtents(all: Chunk[], dataEnd: number): void {
     let sorted = true;
     for (let i = 1; i < all.length; i++) {
-      if (all[i].c.compressedOffset < all[i - 1].c.compressedOffset) {
+      if (all[i].compressedOffset < all[i - 1].compressedOffset) {
         sorted = false;
         break;
       }
     }
-    const list = sorted
-      ? all
-      : [...all].sort((a, b) => a.c.compressedOffset - b.c.compressedOffset);
+    const list = sorted ? all : [...all].sort((a, b) => a.compressedOffset - b.compressedOffset);
     let end = dataEnd;
     for (let i = list.length - 1; i >= 0; i--) {
-      const c = list[i].c as { compressedEnd: number; compressedOffset: number };
+      const c = list[i] as { compressedEnd: number; compressedOffset: number };
       c.compressedEnd = end;
-      if (i > 0 && list[i - 1].c.compressedOffset !== c.compressedOffset) end = c.compressedOffset;
+      if (i > 0 && list[i - 1].compressedOffset !== c.compressedOffset) end = c.compressedOffset;
     }
+  }
+
+  /** The compact index (see {@link CompactIndex}). */
+  get index(): CompactIndex {
+    return this.#index;
   }
 
   /** The node at `path` (any spelling that cleans to it); hardlinks resolve to their target. */
   entry(path: string): EstargzNode | undefined {
-    const n = this.#nodes.get(path);
-    if (n) return n;
+    const k = this.#find(path);
+    return k === undefined ? undefined : this.node(k);
+  }
+
+  #find(path: string): number | undefined {
+    const k = this.#index.byPath.get(path);
+    if (k !== undefined) return k;
     try {
-      return this.#nodes.get(cleanEntryName(path));
+      return this.#index.byPath.get(cleanEntryName(path));
     } catch {
       return undefined;
     }
   }
 
-  /** The root directory. */
-  root(): EstargzNode {
-    return this.#nodes.get("") as MutableNode;
+  /** Node `k` of the {@link index} as an object (made once, on first use). */
+  node(k: number): EstargzNode {
+    const seen = this.#views[k];
+    if (seen) return seen;
+    const x = this.#index;
+    const view: EstargzNode = {
+      name: x.name[k],
+      type: NODE_TYPES[x.type[k]],
+      xattrs: x.xattrs.get(k),
+      offset: x.offset[k],
+      size: x.size[k],
+      mode: x.mode[k],
+      uid: x.uid[k],
+      gid: x.gid[k],
+      modtimeMs: x.modtimeMs[k],
+      linkName: x.linkName.get(k) ?? "",
+      devMajor: x.devMajor[k],
+      devMinor: x.devMinor[k],
+      userName: x.owners[x.userName[k]],
+      groupName: x.owners[x.groupName[k]],
+      numLink: x.numLink[k],
+    };
+    this.#views[k] = view;
+    NODE_INDEX.set(view, k);
+    return view;
   }
 
-  #node(at: string | EstargzNode): MutableNode | undefined {
-    return (typeof at === "string" ? this.entry(at) : at) as MutableNode | undefined;
+  /** The root directory. */
+  root(): EstargzNode {
+    return this.node(0);
+  }
+
+  #indexOf(at: string | EstargzNode): number | undefined {
+    if (typeof at === "string") return this.#find(at);
+    const k = NODE_INDEX.get(at);
+    return k !== undefined && this.#views[k] === at ? k : this.#find(at.name);
   }
 
   /**
-   * A directory's children by base name, in TOC order. Takes a path or, cheaper on the
-   * filesystem's hot path, a node this blob returned.
+   * A directory's children by base name, in TOC order. Takes a path or a node this blob
+   * returned.
    */
   children(dir: string | EstargzNode): ReadonlyMap<string, EstargzNode> {
-    return this.#node(dir)?.children ?? EMPTY_CHILDREN;
+    const k = this.#indexOf(dir);
+    if (k === undefined || this.#index.edgeCount[k] === 0) return EMPTY_CHILDREN;
+    let m = this.#listings.get(k);
+    if (!m) {
+      const x = this.#index;
+      const list = new Map<string, EstargzNode>();
+      const start = x.edgeStart[k];
+      for (let e = start; e < start + x.edgeCount[k]; e++) {
+        list.set(x.edgeName[e], this.node(x.edgeNode[e]));
+      }
+      this.#listings.set(k, m = list);
+    }
+    return m;
   }
 
   /** A regular file's chunks sorted by `chunkOffset` (empty for empty files). */
   chunks(file: string | EstargzNode): readonly Chunk[] {
-    return this.#node(file)?.chunks ?? NO_CHUNKS;
+    const k = this.#indexOf(file);
+    if (k === undefined) return NO_CHUNKS;
+    const x = this.#index;
+    const n = x.chunkCount[k];
+    if (n === 0) return NO_CHUNKS;
+    return x.chunks.slice(x.chunkStart[k], x.chunkStart[k] + n);
   }
 
   /** The chunk of `file` that holds byte `offset` of its content. */
   chunkAt(file: string | EstargzNode, offset: number): Chunk | undefined {
-    const list = this.chunks(file);
-    let lo = 0;
-    let hi = list.length - 1;
+    const k = this.#indexOf(file);
+    if (k === undefined) return undefined;
+    const x = this.#index;
+    const list = x.chunks;
+    let lo = x.chunkStart[k];
+    let hi = lo + x.chunkCount[k] - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       const c = list[mid];
@@ -497,8 +663,8 @@ export class EstargzBlob {
   }
 
   /** Every node of the index by path (hardlink names map to their target). */
-  nodes(): IterableIterator<[string, EstargzNode]> {
-    return this.#nodes.entries();
+  *nodes(): IterableIterator<[string, EstargzNode]> {
+    for (const [p, k] of this.#index.byPath) yield [p, this.node(k)];
   }
 
   /** Decompresses one chunk from its compressed extent and checks its digest. Pure. */
@@ -534,20 +700,142 @@ export class EstargzBlob {
 
   /** Reads and verifies every chunk in blob order; throws the first mismatch. */
   async verifyAll(): Promise<number> {
-    const seen = new Set<Chunk>();
-    const list: Chunk[] = [];
-    for (const n of this.#nodes.values()) {
-      for (const c of (n as MutableNode).chunks ?? NO_CHUNKS) {
-        if (!seen.has(c)) {
-          seen.add(c);
-          list.push(c);
-        }
-      }
-    }
+    const list = [...this.#index.chunks];
     list.sort((a, b) => a.compressedOffset - b.compressedOffset || a.innerOffset - b.innerOffset);
     for (const c of list) await this.readChunk(c);
     return list.length;
   }
+}
+
+/** What the first pass of an index build gathers (see {@link EstargzBlob}'s `#addEntries`). */
+interface IndexBuild {
+  readonly order: MutableNode[];
+  /** Hardlink nodes and their entries' names. */
+  readonly hardlinks: [MutableNode, string][];
+  readonly all: Chunk[];
+  lastReg: MutableNode | undefined;
+  readonly userNames: Map<number, string>;
+  readonly groupNames: Map<number, string>;
+  work: number;
+}
+
+function newBuild(): IndexBuild {
+  return {
+    order: [],
+    hardlinks: [],
+    all: [],
+    lastReg: undefined,
+    userNames: new Map(),
+    groupNames: new Map(),
+    work: 0,
+  };
+}
+
+/** Which row of its blob's index a node handed out is (see {@link EstargzBlob.node}). */
+const NODE_INDEX = new WeakMap<EstargzNode, number>();
+
+const EMPTY_INDEX: CompactIndex = compact(new Map([["", impliedDir("")]])).next()
+  .value as CompactIndex;
+
+/**
+ * Freezes the nodes of a built index (path to node, hardlink names to their target) into a
+ * {@link CompactIndex}: nodes numbered in the order their first path was indexed, which is the
+ * TOC's, so every open of a blob numbers them alike.
+ */
+function* compact(byName: ReadonlyMap<string, MutableNode>): Generator<void, CompactIndex, void> {
+  const rows = new Map<MutableNode, number>();
+  const root = byName.get("")!;
+  rows.set(root, 0);
+  let work = 0;
+  for (const n of byName.values()) {
+    if (++work % STEP === 0) yield;
+    if (!rows.has(n)) rows.set(n, rows.size);
+  }
+  const count = rows.size;
+  const x = {
+    count,
+    name: new Array<string>(count),
+    type: new Uint8Array(count),
+    mode: new Uint32Array(count),
+    uid: new Uint32Array(count),
+    gid: new Uint32Array(count),
+    devMajor: new Uint32Array(count),
+    devMinor: new Uint32Array(count),
+    numLink: new Uint32Array(count),
+    size: new Float64Array(count),
+    offset: new Float64Array(count),
+    modtimeMs: new Float64Array(count),
+    userName: new Uint32Array(count),
+    groupName: new Uint32Array(count),
+    owners: [] as string[],
+    linkName: new Map<number, string>(),
+    xattrs: new Map<number, Readonly<Record<string, string>>>(),
+    edgeStart: new Uint32Array(count),
+    edgeCount: new Uint32Array(count),
+    edgeName: [] as string[],
+    edgeNode: [] as number[],
+    chunkStart: new Uint32Array(count),
+    chunkCount: new Uint32Array(count),
+    chunks: [] as Chunk[],
+    byPath: new Map<string, number>(),
+  };
+  const owners = new Map<string, number>();
+  const owner = (s: string): number => {
+    let i = owners.get(s);
+    if (i === undefined) {
+      owners.set(s, i = x.owners.length);
+      x.owners.push(s);
+    }
+    return i;
+  };
+  for (const [n, k] of rows) {
+    if (k % STEP === 0) yield;
+    x.name[k] = n.name;
+    x.type[k] = NODE_TYPES.indexOf(n.type);
+    x.mode[k] = n.mode;
+    x.uid[k] = n.uid;
+    x.gid[k] = n.gid;
+    x.devMajor[k] = n.devMajor;
+    x.devMinor[k] = n.devMinor;
+    x.numLink[k] = n.numLink;
+    x.size[k] = n.size;
+    x.offset[k] = n.offset;
+    x.modtimeMs[k] = n.modtimeMs;
+    x.userName[k] = owner(n.userName);
+    x.groupName[k] = owner(n.groupName);
+    if (n.linkName) x.linkName.set(k, n.linkName);
+    if (n.xattrs) x.xattrs.set(k, n.xattrs);
+    if (n.children) {
+      x.edgeStart[k] = x.edgeName.length;
+      x.edgeCount[k] = n.children.size;
+      for (const [base, c] of n.children) {
+        x.edgeName.push(base);
+        x.edgeNode.push(rows.get(c)!);
+      }
+    }
+    if (n.chunks) {
+      x.chunkStart[k] = x.chunks.length;
+      x.chunkCount[k] = n.chunks.length;
+      for (const c of n.chunks) x.chunks.push(c);
+    }
+  }
+  for (const [p, n] of byName) {
+    if (++work % STEP === 0) yield;
+    x.byPath.set(p, rows.get(n)!);
+  }
+  const byStart = new Map<number, { start: number; end: number; chunks: Chunk[]; index: number }>();
+  for (const c of x.chunks) {
+    if (++work % STEP === 0) yield;
+    const m = byStart.get(c.compressedOffset);
+    if (m) m.chunks.push(c);
+    else {
+      const start = c.compressedOffset;
+      byStart.set(start, { start, end: c.compressedEnd, chunks: [c], index: 0 });
+    }
+  }
+  const members = [...byStart.values()].sort((a, b) => a.start - b.start);
+  members.forEach((m, i) => (m.index = i));
+  return { ...x, edgeNode: Uint32Array.from(x.edgeNode), members };
 }
 
 function cleanEntryNameFor(entryName: string, link: string): string {
@@ -674,13 +962,24 @@ function tocRange(footer: Footer, size: number): [number, number] {
   return [start, end];
 }
 
-function gzipToc(compressed: Uint8Array): Uint8Array {
-  let tar: Uint8Array;
-  try {
-    tar = zlib.gunzipSync(compressed, { maxOutputLength: MAX_TOC_BYTES });
-  } catch (err) {
-    throw new TocError(`malformed TOC gzip stream: ${(err as Error).message}`, { cause: err });
-  }
+/** The TOC JSON out of the compressed TOC region, inflated on the runtime's thread pool. */
+async function inflateToc(format: BlobFormat, compressed: Uint8Array): Promise<Uint8Array> {
+  const inflated = await new Promise<Uint8Array>((resolve, reject) => {
+    const done = (err: Error | null, out: Uint8Array) => {
+      if (!err) resolve(out);
+      else if (format === "zstd") {
+        reject(new TocError(`malformed zstd TOC: ${err.message}`, { cause: err }));
+      } else reject(new TocError(`malformed TOC gzip stream: ${err.message}`, { cause: err }));
+    };
+    if (format === "zstd") {
+      zlib.zstdDecompress(compressed, { maxOutputLength: MAX_TOC_BYTES }, done);
+    } else zlib.gunzip(compressed, { maxOutputLength: MAX_TOC_BYTES }, done);
+  });
+  return format === "zstd" ? inflated : tocOfTar(inflated);
+}
+
+/** The TOC JSON: the one entry of the tar that gzip eStargz compresses as its TOC. */
+function tocOfTar(tar: Uint8Array): Uint8Array {
   if (tar.length < BLOCK) throw new TocError("TOC gzip stream holds no tar header");
   const name = new TextDecoder().decode(tar.subarray(0, 100)).replace(/\0.*$/s, "");
   if (name !== TOC_TAR_NAME) {
@@ -693,11 +992,29 @@ function gzipToc(compressed: Uint8Array): Uint8Array {
   return tar.subarray(BLOCK, BLOCK + size);
 }
 
-function zstdToc(compressed: Uint8Array): Uint8Array {
-  try {
-    return zlib.zstdDecompressSync(compressed, { maxOutputLength: MAX_TOC_BYTES });
-  } catch (err) {
-    throw new TocError(`malformed zstd TOC: ${(err as Error).message}`, { cause: err });
+/** `sha256:…` of `b`, a MiB per step. */
+function* sha256Steps(b: Uint8Array): Generator<void, string, void> {
+  const h = createHash("sha256");
+  for (let at = 0; at < b.length; at += 1 << 20) {
+    h.update(b.subarray(at, Math.min(b.length, at + (1 << 20))));
+    yield;
+  }
+  return "sha256:" + h.digest("hex");
+}
+
+/**
+ * Runs a generator's steps, letting the event loop run whenever {@link SLICE_MS} have passed:
+ * long work on the mount path then delays the requests of other mounts by about that much.
+ */
+async function inSlices<T>(steps: Generator<void, T, void>): Promise<T> {
+  let since = performance.now();
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (performance.now() - since > SLICE_MS) {
+      await new Promise((resolve) => setImmediate(resolve));
+      since = performance.now();
+    }
   }
 }
 

@@ -131,9 +131,13 @@ function isValidToc(raw: unknown): raw is Toc {
 
 /** Decodes and validates TOC JSON bytes. */
 export function decodeToc(json: Uint8Array): Toc {
+  return decodeTocText(new TextDecoder().decode(json));
+}
+
+function decodeTocText(text: string): Toc {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder().decode(json));
+    raw = JSON.parse(text);
   } catch (err) {
     throw new TocError(`error decoding TOC JSON: ${(err as Error).message}`, { cause: err });
   }
@@ -149,6 +153,99 @@ export function decodeToc(json: Uint8Array): Toc {
     throw new TocError(`TOC JSON does not match the schema at ${where}: ${issue.message}`);
   }
   return r.output;
+}
+
+/** TOC JSON decoded per step of {@link decodeTocSteps} (about a millisecond of work each). */
+const DECODE_STEP_BYTES = 1 << 20;
+/** Entries parsed at once by {@link decodeTocSteps}. */
+const PARSE_STEP_ENTRIES = 512;
+const ENTRIES_START = /^\s*\{\s*"version"\s*:\s*1\s*,\s*"entries"\s*:\s*\[/;
+
+/**
+ * {@link decodeToc} in steps, so that a large TOC neither holds the event loop for the whole
+ * parse nor exists whole in memory: the generator yields after each slice of work and hands the
+ * entries to `sink` a few hundred at a time, checked as {@link decodeToc} checks them. The text
+ * is cut between the entries of the `entries` array. A TOC laid out otherwise (other keys, other
+ * order) or failing the checks is decoded by {@link decodeToc} at once, which gives the precise
+ * error, and returned whole: the entries sunk so far are then to be forgotten. Returns
+ * undefined when every entry went to `sink`.
+ */
+export function* decodeTocSteps(
+  json: Uint8Array,
+  sink: (entries: TocEntry[]) => void,
+): Generator<void, Toc | undefined, void> {
+  const text = yield* decodeText(json);
+  // Only the text is needed from here on: let the bytes go (the caller lets go of its own).
+  json = NO_BYTES;
+
+  const head = ENTRIES_START.exec(text.slice(0, 256));
+  if (!head) return decodeTocText(text);
+  let count = 0;
+  let batch: unknown[] = [];
+  /** Checks the entries parsed since the last flush and hands them over. */
+  const flush = (): boolean => {
+    if (!isValidToc({ version: 1, entries: batch })) return false;
+    count += batch.length;
+    if (count > MAX_TOC_ENTRIES) return false;
+    sink(batch as TocEntry[]);
+    batch = [];
+    return true;
+  };
+  // Between entries: what may come next (an entry or the end, a comma or the end, an entry).
+  const FIRST = 0, AFTER = 1, NEXT = 2;
+  let want = FIRST;
+  let depth = 0;
+  let start = -1;
+  let i = head[0].length;
+  for (; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (depth > 0) {
+      if (c === 0x22) { // skip the string to its closing quote
+        for (i++; i < text.length; i++) {
+          const d = text.charCodeAt(i);
+          if (d === 0x5c) i++;
+          else if (d === 0x22) break;
+        }
+      } else if (c === 0x7b || c === 0x5b) depth++;
+      else if ((c === 0x7d || c === 0x5d) && --depth === 0) {
+        // One entry at a time: parsing a slice of the text copies nothing (a run of entries
+        // wrapped in brackets would be copied whole first).
+        try {
+          batch.push(JSON.parse(text.slice(start, i + 1)));
+        } catch {
+          return decodeTocText(text);
+        }
+        want = AFTER;
+        if (batch.length === PARSE_STEP_ENTRIES) {
+          if (!flush()) return decodeTocText(text);
+          yield;
+        }
+      }
+    } else if (c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d) continue;
+    else if (c === 0x7b && want !== AFTER) {
+      start = i;
+      depth = 1;
+    } else if (c === 0x2c && want === AFTER) want = NEXT;
+    else if (c === 0x5d && want !== NEXT) break; // the end of the entries array
+    else return decodeTocText(text);
+  }
+  if (i >= text.length || !/^\]\s*\}\s*$/.test(text.slice(i))) return decodeTocText(text);
+  if (batch.length > 0 && !flush()) return decodeTocText(text);
+  return undefined;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** The text of UTF-8 `bytes`, a MiB per step. */
+function* decodeText(bytes: Uint8Array): Generator<void, string, void> {
+  const decoder = new TextDecoder();
+  const pieces: string[] = [];
+  for (let at = 0; at < bytes.length; at += DECODE_STEP_BYTES) {
+    const end = Math.min(bytes.length, at + DECODE_STEP_BYTES);
+    pieces.push(decoder.decode(bytes.subarray(at, end), { stream: end < bytes.length }));
+    yield;
+  }
+  return pieces.join("");
 }
 
 /** Encodes a TOC the way Go's `json.MarshalIndent(toc, "", "\t")` lays it out. */

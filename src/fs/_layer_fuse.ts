@@ -38,8 +38,6 @@ export class LayerFuseFs implements FileSystem {
   readonly #stateDirId: number;
   readonly #stateFileId: number;
   readonly #stateFileName: string;
-  /** Child names per directory, for cookie-based listing. */
-  readonly #names = new Map<number, string[]>();
 
   constructor(readonly layer: Layer) {
     const tree = layer.tree;
@@ -106,11 +104,11 @@ export class LayerFuseFs implements FileSystem {
     if (parent === this.#stateDirId) {
       return name === this.#stateFileName ? this.#entry(this.#stateFileId) : undefined;
     }
-    if (parent === this.layer.tree.root.id && name === STATE_DIR_NAME) {
+    if (parent === this.layer.tree.rootId && name === STATE_DIR_NAME) {
       return this.#entry(this.#stateDirId);
     }
-    const child = this.#node(parent).children?.get(name);
-    return child ? { node: child.id, attr: this.#attr(child) } : undefined;
+    const child = this.layer.tree.child(this.#node(parent).id, name);
+    return child === undefined ? undefined : { node: child, attr: this.#attr(this.#node(child)) };
   }
 
   getattr(node: NodeId): Attr {
@@ -173,7 +171,7 @@ export class LayerFuseFs implements FileSystem {
       // so that `/.stargz-snapshotter/*.json` works inside containers.
       const entries: [string, Entry][] = [
         [".", this.#entry(node)],
-        ["..", this.#entry(this.layer.tree.root.id)],
+        ["..", this.#entry(this.layer.tree.rootId)],
         [this.#stateFileName, this.#entry(this.#stateFileId)],
       ];
       for (let i = cookie; i < entries.length; i++) {
@@ -181,22 +179,19 @@ export class LayerFuseFs implements FileSystem {
       }
       return;
     }
+    const tree = this.layer.tree;
     const dir = this.#node(node);
-    if (!dir.children) throw new FuseError(Errno.ENOTDIR);
-    let names = this.#names.get(node);
-    if (!names) {
-      names = [...dir.children.keys()];
-      this.#names.set(node, names);
-    }
-    for (let i = cookie; i < names.length + 2; i++) {
+    if (!dir.isDir) throw new FuseError(Errno.ENOTDIR);
+    const count = tree.entryCount(node);
+    for (let i = cookie; i < count + 2; i++) {
       let ok: boolean;
       if (i === 0) ok = sink.add(".", 1, { node, attr: this.#attr(dir) });
       else if (i === 1) {
-        const parent = this.#node(dir.parentId ?? node);
+        const parent = this.#node(dir.parentId);
         ok = sink.add("..", 2, { node: parent.id, attr: this.#attr(parent) });
       } else {
-        const child = dir.children.get(names[i - 2])!;
-        ok = sink.add(names[i - 2], i + 1, { node: child.id, attr: this.#attr(child) });
+        const [name, child] = tree.entryAt(node, i - 2);
+        ok = sink.add(name, i + 1, { node: child, attr: this.#attr(this.#node(child)) });
       }
       if (!ok) return;
     }

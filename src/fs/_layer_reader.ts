@@ -14,7 +14,7 @@
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers";
-import { type Chunk, type EstargzBlob, EstargzError } from "../estargz/mod.ts";
+import { type Chunk, type EstargzBlob, EstargzError, type Member } from "../estargz/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { chunkKey } from "./_chunk_cache.ts";
 import type { ChunkCache } from "./_chunk_cache.ts";
@@ -33,13 +33,7 @@ export interface RangeSource {
 }
 
 /** One compressed extent (gzip member / zstd frame) and the chunks it holds. */
-interface Extent {
-  start: number;
-  end: number;
-  chunks: Chunk[];
-  /** Position in the sorted extent list. */
-  index: number;
-}
+type Extent = Member;
 
 /**
  * The largest read-ahead window of a sequential reader. The kernel's own read-ahead stops at
@@ -83,7 +77,7 @@ export class LayerReader {
   /** Compressed byte ranges of the blob that have been fetched (footer and TOC included). */
   readonly fetched = new RegionSet();
   /** Extents sorted by blob offset. */
-  readonly #extents: Extent[];
+  readonly #extents: readonly Extent[];
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
   /** Members being decoded: every waiter of any of their chunks shares the one inflate. */
   readonly #decoding = new Map<Extent, Promise<Decoded>>();
@@ -107,20 +101,7 @@ export class LayerReader {
     /** Where failed cache writes are reported (the read they came from was answered). */
     readonly log?: Logger,
   ) {
-    const byStart = new Map<number, Extent>();
-    for (const [path, node] of blob.nodes()) {
-      if (node.type !== "reg" || node.name !== path) continue; // hardlink names share chunks
-      for (const c of blob.chunks(path)) {
-        let ext = byStart.get(c.compressedOffset);
-        if (!ext) {
-          ext = { start: c.compressedOffset, end: c.compressedEnd, chunks: [], index: 0 };
-          byStart.set(c.compressedOffset, ext);
-        }
-        ext.chunks.push(c);
-      }
-    }
-    this.#extents = [...byStart.values()].sort((a, b) => a.start - b.start);
-    this.#extents.forEach((e, i) => (e.index = i));
+    this.#extents = blob.index.members;
     // The footer and TOC were fetched to open the blob.
     this.fetched.add(blob.tocOffset, source.size);
   }

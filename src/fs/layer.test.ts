@@ -4,7 +4,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { convertLayer, fileBlobReader } from "../estargz/mod.ts";
+import { convertLayer, fileBlobReader, type TocEntry } from "../estargz/mod.ts";
+import { tocOnlyBlob } from "../../test/estargz_fixtures.ts";
 import { Logger } from "../log/mod.ts";
 import { parseDigest } from "../registry/mod.ts";
 import { BackgroundScheduler } from "./_background.ts";
@@ -142,5 +143,61 @@ describe("Layer", () => {
         ? 0
         : layer.reader.dataSize,
     );
+  });
+});
+
+describe("Layer.open of a large layer", () => {
+  it("keeps a mounted layer answering reads within 50 ms while a 100k-entry layer opens", async () => {
+    const { layer } = await openLayer("served");
+    const f = layer.tree.lookupPath("bin/f3")!;
+    await layer.read(f.path, f.size, 0, f.size); // cached from here on
+    const entries: TocEntry[] = [];
+    let offset = 0;
+    for (let d = 0; d < 1000; d++) {
+      entries.push({ name: `d${d}/`, type: "dir", mode: 0o755 });
+      for (let i = 0; i < 99; i++) {
+        entries.push({
+          name: `d${d}/file${i}.txt`,
+          type: "reg",
+          size: 100,
+          offset: offset += 64,
+          modtime: "2021-03-04T05:06:07Z",
+          chunkDigest: "sha256:" + (d * 100 + i).toString(16).padStart(64, "0"),
+        });
+      }
+    }
+    const big = tocOnlyBlob(entries, offset + 4096);
+    entries.length = 0;
+    const bigSource = Object.assign(
+      rangeSourceOf({ size: big.length, read: (o, l) => Promise.resolve(big.slice(o, o + l)) }),
+      { read: (o: number, l: number) => Promise.resolve(big.slice(o, o + l)) },
+    );
+    let opened = false;
+    const opening = Layer.open({
+      digest: parseDigest("sha256:" + "2".repeat(64)),
+      source: bigSource,
+      cache: await ChunkCache.open(path.join(tmp, "cache-big"), {
+        maxDiskBytes: 0,
+        maxMemoryBytes: 1 << 20,
+      }),
+      scheduler: new BackgroundScheduler(2, 0),
+      log: new Logger(),
+    }).finally(() => (opened = true));
+    const slow: number[] = [];
+    let reads = 0;
+    while (!opened) {
+      const t0 = performance.now();
+      await layer.read(f.path, f.size, 100, 4096);
+      const ms = performance.now() - t0;
+      if (ms > 50) slow.push(Math.round(ms));
+      reads++;
+      // Like a FUSE request arriving from the device: a macrotask, not a microtask.
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const bigLayer = await opening;
+    closers.push(() => Promise.resolve(bigLayer.close()));
+    assert.equal(bigLayer.tree.size, 1 + 1000 * 100);
+    assert.ok(reads > 5, `${reads} reads while the layer opened`);
+    assert.deepEqual(slow, [], `reads slower than 50 ms among ${reads}`);
   });
 });

@@ -110,7 +110,7 @@ export class Layer {
     });
     // Each step over a large index takes a while: let other mounts' requests in between.
     await yieldToEventLoop();
-    const tree = new LayerTree(blob);
+    const tree = await LayerTree.build(blob);
     await yieldToEventLoop();
     const log = opts.log.with({ layer: opts.digest });
     const reader = new LayerReader(
