@@ -8,6 +8,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
@@ -40,7 +41,9 @@ let proxy: FaultProxy | undefined;
 let ref: string;
 let daemon: StargzProcess | undefined;
 let ctd: Containerd | undefined;
-const container = "restart-loop";
+// runc keeps its state under one root for every containerd (/run/containerd/runc/<namespace>):
+// a fixed id would meet the last run's container if that one was not deleted.
+const container = `restart-loop-${randomUUID().slice(0, 8)}`;
 
 /** Every round logs `ok N`; every failed step logs `FAIL <step> N <rc>`. */
 const LOOP = `
@@ -218,6 +221,7 @@ before(async () => {
 after(async () => {
   await ctd?.ctr(["task", "kill", "-s", "SIGKILL", container], { namespace: "k8s.io" });
   await ctd?.ctr(["task", "rm", "-f", container], { namespace: "k8s.io" });
+  await ctd?.ctr(["containers", "rm", container], { namespace: "k8s.io" });
   await ctd?.stop();
   await daemon?.stop();
   for (const pid of holders()) process.kill(pid, "SIGTERM");
