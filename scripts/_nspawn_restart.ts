@@ -111,15 +111,17 @@ try {
       const [start, end, ok] = l.split(" ");
       return { start: BigInt(start), end: BigInt(end), ok: ok === "0000", codes: ok };
     });
-  const roundsAfter = async (t: bigint) => {
+  /** Waits until `n` rounds have started after `t`. */
+  const roundsAfter = async (t: bigint, n = 1) => {
     for (;;) {
       try {
-        if (rounds().some((r) => r.start > t)) return;
+        if (rounds().filter((r) => r.start > t).length >= n) return;
       } catch { /* no log yet */ }
       await sleep(100);
     }
   };
-  await roundsAfter(nowNs());
+
+  await roundsAfter(nowNs(), 5);
   const pid0 = (await show("MainPID")).MainPID;
 
   /** Runs `op`, waits for the unit to be active again with another main pid, checks reads. */
@@ -129,7 +131,8 @@ try {
     await op();
     const active = await untilActive();
     const after = (await show("MainPID")).MainPID;
-    await roundsAfter(active);
+    // Reads go on after the event: a few rounds before the next one.
+    await roundsAfter(active, 5);
     const all = rounds().filter((r) => r.end > t0);
     const firstDone = all.find((r) => r.end > active);
     const resumeMs = firstDone ? Number(firstDone.end - active) / 1e6 : Infinity;

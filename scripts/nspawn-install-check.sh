@@ -33,7 +33,12 @@ trap cleanup EXIT
 python3 -m http.server 0 --bind 127.0.0.1 --directory dist >"$work/http.log" 2>&1 &
 pids+=($!)
 # --keep-unit/--register=no: the host runs no systemd to hand a scope or a machine name to.
+# --system-call-filter=pidfd_getfd: nspawn's default seccomp filter (systemd 252) denies it with
+# EPERM to the container's services, and without it the fd holder cannot take the daemon's FUSE
+# descriptors: every restart would break the layers (measured: all reads then fail with
+# "Transport endpoint is not connected").
 systemd-nspawn -q --boot --register=no --keep-unit -D "$work/root" --bind=/dev/fuse \
+  --system-call-filter=pidfd_getfd \
   >"$work/boot.log" 2>&1 </dev/null &
 nspawn=$!
 pids=("$nspawn" "${pids[@]}")
