@@ -184,6 +184,8 @@ try {
     "no `cannot notify systemd` in the journal",
     !journal.includes("cannot notify systemd"),
   );
+  const unheld = journal.split("\n").find((l) => l.includes("will not survive a restart"));
+  check("every mount handed to the fd holder", unheld === undefined, unheld ?? "");
   await inside("systemctl stop stargz-reader");
   const errs = fs.readFileSync(`/proc/${init}/root/tmp/reads.err`, "utf8").trim();
   if (errs) console.log(`reader errors (first 5):\n${errs.split("\n").slice(0, 5).join("\n")}`);
