@@ -4,7 +4,10 @@
 # port, and inside the container runs `curl … | sh`, then checks: both units active, the plugin
 # in `ctr plugins ls`, a second run changes nothing (same main pids), `--kubernetes` plus a lazy
 # CRI pull whose layers containerd never downloads, and `--uninstall` leaving containerd active
-# without the plugin. As root; needs systemd-container and debootstrap (apt-get install them).
+# without the plugin; and, with the unit install.sh wrote, a reader that keeps reading a lazy
+# layer through `systemctl restart`, a SIGKILL of the main process (Restart=always) and a 20 s
+# stop (scripts/_nspawn_restart.ts: READY=1, fd holder, no stale mounts, systemd-analyze
+# verify, rpull + ctr run). As root; needs systemd-container and debootstrap (apt-get install them).
 # Not part of CI: the first debootstrap downloads ~150 MB (cached in $NSPAWN_CACHE afterwards).
 # runc cannot create cgroups inside such a container here (read-only cgroup v1), so the lazy
 # layer is read through its mount instead of by `ctr run`.
@@ -30,7 +33,12 @@ trap cleanup EXIT
 python3 -m http.server 0 --bind 127.0.0.1 --directory dist >"$work/http.log" 2>&1 &
 pids+=($!)
 # --keep-unit/--register=no: the host runs no systemd to hand a scope or a machine name to.
+# --system-call-filter=pidfd_getfd: nspawn's default seccomp filter (systemd 252) denies it with
+# EPERM to the container's services, and without it the fd holder cannot take the daemon's FUSE
+# descriptors: every restart would break the layers (measured: all reads then fail with
+# "Transport endpoint is not connected").
 systemd-nspawn -q --boot --register=no --keep-unit -D "$work/root" --bind=/dev/fuse \
+  --system-call-filter=pidfd_getfd \
   >"$work/boot.log" 2>&1 </dev/null &
 nspawn=$!
 pids=("$nspawn" "${pids[@]}")
@@ -60,6 +68,8 @@ before=$(mainpids)
 check "second run changes nothing" inside "curl -fsSL $url/install.sh | STARGZ_RELEASE_URL=$url sh 2>&1 | grep -q 'nothing changed'"
 check "same main pids after the second run" test "$before" = "$(mainpids)"
 check "--kubernetes" inside "curl -fsSL $url/install.sh | STARGZ_RELEASE_URL=$url sh -s -- --kubernetes"
+check "restarts under systemd (scripts/_nspawn_restart.ts)" \
+  node_modules/.bin/bun scripts/_nspawn_restart.ts "$init"
 check "lazy CRI pull and read" node_modules/.bin/bun scripts/_nspawn_lazy.ts "$init"
 check "--uninstall" inside "curl -fsSL $url/install.sh | sh -s -- --uninstall"
 check "containerd active without the plugin" inside \

@@ -152,10 +152,20 @@ class HolderStore implements FdStore {
   #connection(): Promise<Connection> {
     if (this.#conn && !this.#conn.closed) return Promise.resolve(this.#conn);
     this.#reconnecting ??= (async () => {
-      const conn = new Connection(await connectOrStart(this.opts), () => this.lost());
-      for (const [name, fd] of this.#kept) await this.#hold(conn, name, fd);
-      this.#conn = conn;
-      return conn;
+      for (let attempt = 1;; attempt++) {
+        const conn = new Connection(await connectOrStart(this.opts), () => this.lost());
+        try {
+          for (const [name, fd] of this.#kept) await this.#hold(conn, name, fd);
+        } catch (err) {
+          // A SIGKILLed holder's socket still accepts while the kernel tears it down (it has
+          // already left /proc's cmdline): that connection closes at once. The next try finds
+          // the socket refusing and starts a new holder. Seen in 1 of 4 runs of fdstore.test.ts.
+          if (conn.closed && attempt < 5) continue;
+          throw err;
+        }
+        this.#conn = conn;
+        return conn;
+      }
     })().finally(() => (this.#reconnecting = undefined));
     return this.#reconnecting;
   }

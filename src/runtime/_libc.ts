@@ -24,11 +24,18 @@ const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 const MSG_NOSIGNAL = 0x4000;
 
+/** Causes an operator cannot guess from the errno alone, by `call/errno`. */
+const HINTS: Record<string, string> = {
+  // Measured in a booted systemd-nspawn (systemd 252): its default seccomp filter lacks it.
+  "pidfd_getfd/1": " (EPERM: denied by a seccomp filter, e.g. systemd-nspawn's default one " +
+    "(--system-call-filter=pidfd_getfd allows it), or by a ptrace policy)",
+};
+
 /** A libc call failed; `errno` is the C errno. */
 export class LibcError extends Error {
   override name = "LibcError";
   constructor(readonly call: string, readonly errno: number) {
-    super(`${call} failed: errno ${errno}`);
+    super(`${call} failed: errno ${errno}${HINTS[`${call}/${errno}`] ?? ""}`);
   }
 }
 
