@@ -374,7 +374,7 @@ describe("restarting the daemon under a running container", () => {
     await startDaemon();
     // The dead connection was detached and the layer mounted anew at the same place.
     await waitUntil(
-      async () => (fuseMounts()).length === 1,
+      () => fuseMounts().length === 1,
       30_000,
       "the layer mounted anew",
     );
