@@ -47,7 +47,8 @@ export async function waitUntil(
   }
 }
 
-function socketAnswers(socketPath: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket at `socketPath`. */
+export function socketAnswers(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = net.createConnection(socketPath);
     c.once("connect", () => {
