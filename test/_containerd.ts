@@ -19,6 +19,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
+import * as http from "node:http";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -561,4 +562,44 @@ export async function writeImageArchive(
     chainIds.push(chainIds.length === 0 ? id : sha256(`${chainIds[chainIds.length - 1]} ${id}`));
   }
   return { path: file, name, layers: layerDescs.map((l) => l.digest), chainIds };
+}
+
+/** One `remote-snapshot-prepared` decision a daemon logged. */
+export interface PrepareDecision {
+  prepared: string;
+  reason?: string;
+  digest?: string;
+}
+
+/**
+ * A reader of the `remote-snapshot-prepared` decisions in `logs()`: each call returns those
+ * logged since the previous call, in order.
+ */
+export function decisionReader(logs: () => string): () => PrepareDecision[] {
+  const seen = new Set<string>();
+  return () => {
+    const out = [];
+    for (const line of logs().split("\n")) {
+      if (!line.includes("remote-snapshot-prepared") || seen.has(line)) continue;
+      seen.add(line);
+      const rec = JSON.parse(line);
+      out.push({
+        prepared: rec["remote-snapshot-prepared"],
+        reason: rec.reason,
+        digest: rec.digest ?? rec.layer,
+      });
+    }
+    return out;
+  };
+}
+
+/** The body of a GET of `p` from the admin API listening on the unix socket `socket`. */
+export function adminText(socket: string, p: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get({ socketPath: socket, path: p }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
 }
