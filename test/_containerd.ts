@@ -218,6 +218,16 @@ export interface Containerd {
   ctr(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<CommandResult>;
   /** Like {@link ctr} but throws on a non-zero exit, with stderr in the message. */
   ctrOk(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<string>;
+  /**
+   * Runs `command` in a throwaway container `id` of `ref` on the stargz snapshotter
+   * (`ctr run --rm`; namespace "k8s.io", where CRI pulls land, unless told); its stdout.
+   */
+  runStargz(
+    ref: string,
+    id: string,
+    command: string[],
+    opts?: { namespace?: string; timeoutMs?: number },
+  ): Promise<string>;
   /** The tail of containerd's log (for failure messages). */
   logs(): string;
   /**
@@ -346,6 +356,16 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       };
     }
   };
+  const ctrOk = async (
+    args: string[],
+    o?: { namespace?: string; timeoutMs?: number },
+  ): Promise<string> => {
+    const r = await ctr(args, o);
+    if (r.code !== 0) {
+      throw new Error(`ctr ${args.join(" ")} failed (${r.code}): ${r.stderr}${r.stdout}`);
+    }
+    return r.stdout;
+  };
   const stop = async (): Promise<void> => {
     await stopProcess(child, 10_000);
     for (const pid of await pidsOfShims(address)) {
@@ -390,13 +410,12 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       );
       await ctr(["snapshots", "--snapshotter", name, "rm", probe]);
     },
-    async ctrOk(args, o) {
-      const r = await ctr(args, o);
-      if (r.code !== 0) {
-        throw new Error(`ctr ${args.join(" ")} failed (${r.code}): ${r.stderr}${r.stdout}`);
-      }
-      return r.stdout;
-    },
+    ctrOk,
+    runStargz: (ref, id, command, o) =>
+      ctrOk(["run", "--rm", "--snapshotter", "stargz", ref, id, ...command], {
+        namespace: "k8s.io",
+        ...o,
+      }),
     stop,
   };
 }

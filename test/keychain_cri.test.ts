@@ -46,11 +46,9 @@ const admin = (p: string): Promise<string> => adminText(path.join(dir, "admin.so
 const credentialsFile = () => path.join(dir, "stargz-root", "cri-credentials.json");
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk(
-    ["run", "--rm", "--snapshotter", "stargz", ref, `cri-${randomUUID().slice(0, 8)}`, "/bin/sh"]
-      .concat(["-c", script]),
-    { namespace: "k8s.io", timeoutMs: 120_000 },
-  );
+  ctd!.runStargz(ref, `cri-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
+    timeoutMs: 120_000,
+  });
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sgz-crik-"));

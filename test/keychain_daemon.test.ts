@@ -45,11 +45,9 @@ async function uniqueLayer(name: string): Promise<{ layer: BuiltLayer; text: str
 }
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk(
-    ["run", "--rm", "--snapshotter", "stargz", ref, `kc-${randomUUID().slice(0, 8)}`, "/bin/sh"]
-      .concat(["-c", script]),
-    { namespace: "k8s.io", timeoutMs: 120_000 },
-  );
+  ctd!.runStargz(ref, `kc-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
+    timeoutMs: 120_000,
+  });
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sgz-kcd-"));

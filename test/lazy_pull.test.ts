@@ -58,18 +58,7 @@ async function startDaemon(): Promise<void> {
 }
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk([
-    "run",
-    "--rm",
-    "--snapshotter",
-    "stargz",
-    ref,
-    `lazy-${randomUUID().slice(0, 8)}`,
-    "/bin/sh",
-    "-c",
-    script,
-  ], {
-    namespace: "k8s.io",
+  ctd!.runStargz(ref, `lazy-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
     timeoutMs: 120_000,
   });
 
