@@ -29,7 +29,7 @@ import { bool, str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
 /** containerd's default socket (ctr's `--address`). */
-export const DEFAULT_CONTAINERD_ADDRESS = "/run/containerd/containerd.sock";
+const DEFAULT_CONTAINERD_ADDRESS = "/run/containerd/containerd.sock";
 
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;

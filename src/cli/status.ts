@@ -41,7 +41,7 @@ function table(rows: string[][]): string[] {
 }
 
 /** The status as the table `stargz status` prints. */
-export function formatStatus(s: Status): string {
+function formatStatus(s: Status): string {
   const d = s.daemon;
   const out = [
     `stargz ${d.version}, pid ${d.pid}, up since ${d.startedAt}`,
