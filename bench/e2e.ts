@@ -48,6 +48,7 @@ import type { PushedImage, TestRegistry } from "../test/_registry.ts";
 import { startShapedRegistry } from "./_link.ts";
 import type { ShapedRegistry } from "./_link.ts";
 import { median, printResult, printTable } from "./_result.ts";
+import { daemonFlags } from "./_run.ts";
 
 const run = promisify(execFile);
 
@@ -514,17 +515,10 @@ async function startGo(dir: string): Promise<Daemon> {
   const root = path.join(dir, "go-root");
   const config = path.join(dir, "go.toml");
   await fs.writeFile(config, "");
-  const child = spawn(GO_BIN!, [
-    "--address",
-    address,
-    "--root",
-    root,
-    "--config",
-    config,
-    // Upstream logs its remote-snapshot-prepared decisions at debug level.
-    "--log-level",
-    "debug",
-  ], { stdio: ["ignore", "ignore", "pipe"] });
+  // Upstream logs its remote-snapshot-prepared decisions at debug level.
+  const child = spawn(GO_BIN!, daemonFlags(address, root, config, "debug"), {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let log = "";
   child.stderr!.on("data", (d) => (log = (log + d).slice(-(1 << 20))));
   const stop = async (): Promise<void> => {

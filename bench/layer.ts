@@ -18,7 +18,6 @@
  *
  * `npm run bench -- layer` (env STARGZ_BENCH_ROOTFS_MB, STARGZ_BENCH_ENTRIES, STARGZ_BENCH_ROUNDS)
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -30,6 +29,7 @@ import { startRegistry } from "../test/_registry.ts";
 import type { TestRegistry } from "../test/_registry.ts";
 import { median, printResult, printTable } from "./_result.ts";
 import { makeManyEntries, sampleTree } from "./_rootfs.ts";
+import { run, shell } from "./_run.ts";
 
 const ROOTFS_MB = Number(process.env.STARGZ_BENCH_ROOTFS_MB ?? 100);
 const ENTRIES = Number(process.env.STARGZ_BENCH_ENTRIES ?? 100_000);
@@ -41,36 +41,6 @@ const ROOTS = ["/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/share", "/usr/libe
 const BIG_FILE_MAX = 64 << 20;
 /** Readers of the parallel cold read. */
 const PARALLEL = 8;
-
-/** Output and duration of a finished command. */
-interface Ran {
-  stdout: string;
-  stderr: string;
-  secs: number;
-}
-
-/** Runs `argv` to completion; throws unless it exits 0. */
-function run(argv: readonly string[]): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const secs = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ stdout, stderr, secs });
-      else reject(new Error(`${argv.join(" ")}: exit ${code}: ${stderr.trim()}`));
-    });
-  });
-}
-
-/** `sh -c script` with the paths passed as "$1", "$2", … (no quoting trouble). */
-function shell(script: string, ...args: string[]): Promise<Ran> {
-  return run(["sh", "-c", script, "sh", ...args]);
-}
 
 /** A running `stargz mount` child. */
 interface MountProcess {

@@ -26,17 +26,23 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { runtimeVersion, scriptCommand } from "../src/runtime/mod.ts";
-import { cleanupDir, REPO_ROOT, startContainerd, waitUntil } from "../test/_containerd.ts";
+import {
+  cleanupDir,
+  REPO_ROOT,
+  socketAnswers,
+  startContainerd,
+  waitUntil,
+} from "../test/_containerd.ts";
 import type { Containerd } from "../test/_containerd.ts";
 import { estargzLayer, patternBytes, pushLayers } from "../test/_images.ts";
 import { startRegistry } from "../test/_registry.ts";
 import type { TestRegistry } from "../test/_registry.ts";
 import { median, printResult, printTable } from "./_result.ts";
 import { makeManyEntries } from "./_rootfs.ts";
+import { daemonFlags, run, shell } from "./_run.ts";
 
 const ENTRIES = Number(process.env.STARGZ_BENCH_ENTRIES ?? 100_000);
 const BIG_MB = Number(process.env.STARGZ_BENCH_BIG_MB ?? 32);
@@ -50,46 +56,7 @@ const PAST_TIMEOUTS_MS = 2000;
 const STAT_EVERY = 5;
 const CONFIG = "no_background_fetch = true\n";
 
-/** Output and duration of a finished command. */
-interface Ran {
-  stdout: string;
-  stderr: string;
-  secs: number;
-}
-
-function run(argv: readonly string[]): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const secs = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ stdout, stderr, secs });
-      else reject(new Error(`${argv.join(" ")}: exit ${code}: ${stderr.trim()}`));
-    });
-  });
-}
-
-function shell(script: string, ...args: string[]): Promise<Ran> {
-  return run(["sh", "-c", script, "sh", ...args]);
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function socketAnswers(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.createConnection(socket);
-    c.once("connect", () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once("error", () => resolve(false));
-  });
-}
 
 /** A snapshotter daemon in a child process. */
 interface Daemon {
@@ -352,14 +319,7 @@ try {
     (root, address, config) =>
       scriptCommand(path.join(REPO_ROOT, "src/main.ts"), [
         "serve",
-        "--address",
-        address,
-        "--root",
-        root,
-        "--config",
-        config,
-        "--log-level",
-        "warn",
+        ...daemonFlags(address, root, config, "warn"),
       ]),
     image.ref,
     statList,
@@ -368,17 +328,7 @@ try {
   const go = REF_BIN
     ? await side(
       "go",
-      (root, address, config) => [
-        REF_BIN,
-        "--address",
-        address,
-        "--root",
-        root,
-        "--config",
-        config,
-        "--log-level",
-        "warn",
-      ],
+      (root, address, config) => [REF_BIN, ...daemonFlags(address, root, config, "warn")],
       image.ref,
       statList,
       bigSize,

@@ -19,6 +19,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
+import * as http from "node:http";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -47,7 +48,8 @@ export async function waitUntil(
   }
 }
 
-function socketAnswers(socketPath: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket at `socketPath`. */
+export function socketAnswers(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = net.createConnection(socketPath);
     c.once("connect", () => {
@@ -216,6 +218,16 @@ export interface Containerd {
   ctr(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<CommandResult>;
   /** Like {@link ctr} but throws on a non-zero exit, with stderr in the message. */
   ctrOk(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<string>;
+  /**
+   * Runs `command` in a throwaway container `id` of `ref` on the stargz snapshotter
+   * (`ctr run --rm`; namespace "k8s.io", where CRI pulls land, unless told); its stdout.
+   */
+  runStargz(
+    ref: string,
+    id: string,
+    command: string[],
+    opts?: { namespace?: string; timeoutMs?: number },
+  ): Promise<string>;
   /** The tail of containerd's log (for failure messages). */
   logs(): string;
   /**
@@ -344,6 +356,16 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       };
     }
   };
+  const ctrOk = async (
+    args: string[],
+    o?: { namespace?: string; timeoutMs?: number },
+  ): Promise<string> => {
+    const r = await ctr(args, o);
+    if (r.code !== 0) {
+      throw new Error(`ctr ${args.join(" ")} failed (${r.code}): ${r.stderr}${r.stdout}`);
+    }
+    return r.stdout;
+  };
   const stop = async (): Promise<void> => {
     await stopProcess(child, 10_000);
     for (const pid of await pidsOfShims(address)) {
@@ -388,13 +410,12 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       );
       await ctr(["snapshots", "--snapshotter", name, "rm", probe]);
     },
-    async ctrOk(args, o) {
-      const r = await ctr(args, o);
-      if (r.code !== 0) {
-        throw new Error(`ctr ${args.join(" ")} failed (${r.code}): ${r.stderr}${r.stdout}`);
-      }
-      return r.stdout;
-    },
+    ctrOk,
+    runStargz: (ref, id, command, o) =>
+      ctrOk(["run", "--rm", "--snapshotter", "stargz", ref, id, ...command], {
+        namespace: "k8s.io",
+        ...o,
+      }),
     stop,
   };
 }
@@ -560,4 +581,44 @@ export async function writeImageArchive(
     chainIds.push(chainIds.length === 0 ? id : sha256(`${chainIds[chainIds.length - 1]} ${id}`));
   }
   return { path: file, name, layers: layerDescs.map((l) => l.digest), chainIds };
+}
+
+/** One `remote-snapshot-prepared` decision a daemon logged. */
+export interface PrepareDecision {
+  prepared: string;
+  reason?: string;
+  digest?: string;
+}
+
+/**
+ * A reader of the `remote-snapshot-prepared` decisions in `logs()`: each call returns those
+ * logged since the previous call, in order.
+ */
+export function decisionReader(logs: () => string): () => PrepareDecision[] {
+  const seen = new Set<string>();
+  return () => {
+    const out = [];
+    for (const line of logs().split("\n")) {
+      if (!line.includes("remote-snapshot-prepared") || seen.has(line)) continue;
+      seen.add(line);
+      const rec = JSON.parse(line);
+      out.push({
+        prepared: rec["remote-snapshot-prepared"],
+        reason: rec.reason,
+        digest: rec.digest ?? rec.layer,
+      });
+    }
+    return out;
+  };
+}
+
+/** The body of a GET of `p` from the admin API listening on the unix socket `socket`. */
+export function adminText(socket: string, p: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get({ socketPath: socket, path: p }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
 }

@@ -4,6 +4,7 @@
  * mounted even when a test fails half-way.
  */
 import { execFile } from "node:child_process";
+import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -14,6 +15,25 @@ export interface Ran {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/**
+ * Processes with an argument containing `needle` (an fd holder by its socket path). Sync, so
+ * that a wait's condition can be a plain predicate; /proc is in memory.
+ */
+export function processesWith(needle: string): number[] {
+  const pids: number[] = [];
+  for (const name of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmdline = "";
+    try {
+      cmdline = fs.readFileSync(`/proc/${name}/cmdline`, "utf8");
+    } catch {
+      continue;
+    }
+    if (cmdline.split("\0").some((a) => a.includes(needle))) pids.push(Number(name));
+  }
+  return pids;
 }
 
 /** Runs `argv` asynchronously and collects its output (never throws for a non-zero exit). */

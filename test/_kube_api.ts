@@ -7,17 +7,13 @@
  * authentication (401 otherwise). There is no kube-apiserver package in Debian; `kubectl`
  * against this server checks that it speaks the real protocol.
  */
-import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as https from "node:https";
 import type * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
-import * as path from "node:path";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { makeCertificates } from "./_registry.ts";
 
 /** A secret as stored (`data` values base64, as the API has them). */
 export interface KubeSecret {
@@ -76,82 +72,6 @@ export interface TestKubeApi {
   stop(): Promise<void>;
 }
 
-/** Makes a CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`. */
-async function makeCerts(dir: string): Promise<Record<string, string>> {
-  const f = (n: string) => path.join(dir, n);
-  const req = (key: string, csr: string, cn: string) =>
-    run(
-      "openssl",
-      ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f(key)].concat([
-        "-out",
-        f(csr),
-        "-subj",
-        cn,
-      ]),
-    );
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    f("ca.key"),
-    "-out",
-    f("ca.crt"),
-    "-days",
-    "2",
-    "-subj",
-    "/CN=stargz-test-kube-ca",
-  ]);
-  await req("server.key", "server.csr", "/CN=kube-apiserver");
-  await fs.writeFile(f("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    f("server.csr"),
-    "-CA",
-    f("ca.crt"),
-    "-CAkey",
-    f("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    f("server.crt"),
-    "-days",
-    "2",
-    "-extfile",
-    f("server.ext"),
-  ]);
-  await req("client.key", "client.csr", "/CN=stargz-snapshotter");
-  // Extensions make it an X.509 v3 certificate: rustls (Deno's TLS) refuses v1 ones.
-  await fs.writeFile(f("client.ext"), "extendedKeyUsage=clientAuth\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    f("client.csr"),
-    "-CA",
-    f("ca.crt"),
-    "-CAkey",
-    f("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    f("client.crt"),
-    "-days",
-    "2",
-    "-extfile",
-    f("client.ext"),
-  ]);
-  return {
-    ca: f("ca.crt"),
-    serverCert: f("server.crt"),
-    serverKey: f("server.key"),
-    clientCert: f("client.crt"),
-    clientKey: f("client.key"),
-  };
-}
-
 function status(code: number, reason: string, message: string): object {
   return {
     kind: "Status",
@@ -179,8 +99,8 @@ const DISCOVERY_V1 = {
 /** Starts the server on a free loopback port with its own certificates under `dir`. */
 export async function startKubeApi(dir: string): Promise<TestKubeApi> {
   await fs.mkdir(dir, { recursive: true });
-  const certs = await makeCerts(dir);
-  const caPem = await fs.readFile(certs.ca!, "utf8");
+  const certs = await makeCertificates(dir, "kube");
+  const caPem = await fs.readFile(certs.ca, "utf8");
   const token = `token-${randomUUID()}`;
   const secrets = new Map<string, Stored>();
   let history: WatchEvent[] = [];
@@ -206,8 +126,8 @@ export async function startKubeApi(dir: string): Promise<TestKubeApi> {
   };
 
   const server = https.createServer({
-    key: await fs.readFile(certs.serverKey!),
-    cert: await fs.readFile(certs.serverCert!),
+    key: await fs.readFile(certs.serverKey),
+    cert: await fs.readFile(certs.serverCert),
     ca: caPem,
     requestCert: true,
     rejectUnauthorized: false,
@@ -287,10 +207,10 @@ export async function startKubeApi(dir: string): Promise<TestKubeApi> {
   return {
     url,
     caPem,
-    caFile: certs.ca!,
+    caFile: certs.ca,
     token,
-    clientCertFile: certs.clientCert!,
-    clientKeyFile: certs.clientKey!,
+    clientCertFile: certs.clientCert,
+    clientKeyFile: certs.clientKey,
     requests,
     put(s) {
       const key = `${s.namespace}/${s.name}`;

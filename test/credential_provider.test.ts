@@ -8,7 +8,10 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { credentialProviderKeychain } from "../src/registry/credential_provider.ts";
+import {
+  type CredentialProviderKeychain,
+  credentialProviderKeychain,
+} from "../src/registry/credential_provider.ts";
 import { RegistryClient } from "../src/registry/mod.ts";
 import { pushImage, startRegistry, type TestRegistry } from "./_registry.ts";
 
@@ -35,10 +38,12 @@ async function calls(): Promise<number> {
   }
 }
 
-async function providerConfig(
+/** The keychain of a provider config `name` running the test plugin with `opts`. */
+async function providerKeychain(
   name: string,
   opts: { cacheKeyType: string; duration: string; password: string; match?: string },
-): Promise<string> {
+  now?: () => number,
+): Promise<CredentialProviderKeychain> {
   const [user] = Object.keys(reg.users);
   const file = path.join(dir, `${name}.yaml`);
   await fs.writeFile(
@@ -61,7 +66,11 @@ async function providerConfig(
       "",
     ].join("\n"),
   );
-  return file;
+  return await credentialProviderKeychain({
+    configPath: file,
+    binDir: path.join(dir, "bin"),
+    ...(now ? { now } : {}),
+  });
 }
 
 before(async () => {
@@ -83,13 +92,10 @@ describe("kubelet credential provider keychain", () => {
   it("gets the password from the plugin and reuses its answer within the cache duration", async () => {
     await fs.rm(path.join(dir, "calls"), { force: true });
     const [, password] = Object.entries(reg.users)[0]!;
-    const keychain = await credentialProviderKeychain({
-      configPath: await providerConfig("ok", {
-        cacheKeyType: "Registry",
-        duration: "1h",
-        password,
-      }),
-      binDir: path.join(dir, "bin"),
+    const keychain = await providerKeychain("ok", {
+      cacheKeyType: "Registry",
+      duration: "1h",
+      password,
     });
     const client = new RegistryClient({ keychain });
     const img = await client.resolve(ref);
@@ -112,15 +118,11 @@ describe("kubelet credential provider keychain", () => {
   it("asks again once the duration is over, and per image with cacheKeyType Image", async () => {
     await fs.rm(path.join(dir, "calls"), { force: true });
     let now = 0;
-    const keychain = await credentialProviderKeychain({
-      configPath: await providerConfig("img", {
-        cacheKeyType: "Image",
-        duration: "10m",
-        password: "x",
-      }),
-      binDir: path.join(dir, "bin"),
-      now: () => now,
-    });
+    const keychain = await providerKeychain("img", {
+      cacheKeyType: "Image",
+      duration: "10m",
+      password: "x",
+    }, () => now);
     await keychain.get(reg.host, "a");
     await keychain.get(reg.host, "a");
     await keychain.get(reg.host, "b");
@@ -132,27 +134,21 @@ describe("kubelet credential provider keychain", () => {
 
   it("does not run plugins for images their matchImages do not name", async () => {
     await fs.rm(path.join(dir, "calls"), { force: true });
-    const keychain = await credentialProviderKeychain({
-      configPath: await providerConfig("nomatch", {
-        cacheKeyType: "Global",
-        duration: "1h",
-        password: "x",
-        match: "*.example.io",
-      }),
-      binDir: path.join(dir, "bin"),
+    const keychain = await providerKeychain("nomatch", {
+      cacheKeyType: "Global",
+      duration: "1h",
+      password: "x",
+      match: "*.example.io",
     });
     assert.equal(await keychain.get(reg.host, "a"), undefined);
     assert.equal(await calls(), 0);
   });
 
   it("names the plugin and never the password when the registry refuses its answer", async () => {
-    const keychain = await credentialProviderKeychain({
-      configPath: await providerConfig("bad", {
-        cacheKeyType: "Global",
-        duration: "1h",
-        password: "not-the-password",
-      }),
-      binDir: path.join(dir, "bin"),
+    const keychain = await providerKeychain("bad", {
+      cacheKeyType: "Global",
+      duration: "1h",
+      password: "not-the-password",
     });
     await assert.rejects(new RegistryClient({ keychain }).resolve(ref), (err: Error) => {
       assert.match(err.message, /401/);

@@ -15,7 +15,7 @@ import { adopt, type FuseSession, type SessionState } from "../src/fuse/mod.ts";
 import { log } from "../src/log/mod.ts";
 import { scriptCommand } from "../src/runtime/mod.ts";
 import { handoverFs } from "./_fuse_handover_fs.ts";
-import { sh } from "./_fuse.ts";
+import { processesWith, sh } from "./_fuse.ts";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-handover-"));
@@ -24,15 +24,7 @@ const socket = path.join(dir, "holder.sock");
 const stateFile = path.join(dir, "state.json");
 let session: FuseSession | undefined;
 
-function holders(): number[] {
-  return fs.readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((n) => {
-    try {
-      return fs.readFileSync(`/proc/${n}/cmdline`, "utf8").split("\0").includes(socket);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
+const holders = (): number[] => processesWith(socket);
 
 after(async () => {
   await session?.unmount();

@@ -9,10 +9,16 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cleanupDir, startContainerd, startStargz, waitUntil } from "./_containerd.ts";
+import {
+  adminText,
+  cleanupDir,
+  decisionReader,
+  startContainerd,
+  startStargz,
+  waitUntil,
+} from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull, criRemove } from "./_cri.ts";
 import { estargzLayer, makeBusyboxRoot, pushLayers, tarDir } from "./_images.ts";
@@ -30,38 +36,19 @@ let image: PushedImage;
 let username: string;
 let password: string;
 const secretText = `private ${randomUUID()}\n`;
-const seen = new Set<string>();
 const savedDockerConfig = process.env.DOCKER_CONFIG;
 
-function newDecisions(): { prepared: string; reason?: string }[] {
-  const out = [];
-  for (const line of daemon!.logs().split("\n")) {
-    if (!line.includes("remote-snapshot-prepared") || seen.has(line)) continue;
-    seen.add(line);
-    const rec = JSON.parse(line);
-    out.push({ prepared: rec["remote-snapshot-prepared"], reason: rec.reason });
-  }
-  return out;
-}
+/** The daemon's `remote-snapshot-prepared` decisions logged since the last call, in order. */
+const newDecisions = decisionReader(() => daemon!.logs());
 
-function adminText(p: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get({ socketPath: path.join(dir, "admin.sock"), path: p }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve(body));
-    }).on("error", reject);
-  });
-}
+const admin = (p: string): Promise<string> => adminText(path.join(dir, "admin.sock"), p);
 
 const credentialsFile = () => path.join(dir, "stargz-root", "cri-credentials.json");
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk(
-    ["run", "--rm", "--snapshotter", "stargz", ref, `cri-${randomUUID().slice(0, 8)}`, "/bin/sh"]
-      .concat(["-c", script]),
-    { namespace: "k8s.io", timeoutMs: 120_000 },
-  );
+  ctd!.runStargz(ref, `cri-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
+    timeoutMs: 120_000,
+  });
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sgz-crik-"));
@@ -136,7 +123,7 @@ describe("CRI keychain with containerd", () => {
     );
     // A file the first run never read: it must come from the registry, with the credentials.
     assert.match(await run(image.ref, "ls /bin | wc -l; cat /secret.txt"), /\d+\nprivate /);
-    const restore = JSON.parse(await adminText("/v1/restore"));
+    const restore = JSON.parse(await admin("/v1/restore"));
     assert.deepEqual(restore.failed, []);
   });
 
@@ -154,7 +141,7 @@ describe("CRI keychain with containerd", () => {
 
   it("never shows the password in logs, admin API or metrics", async () => {
     for (const p of ["/v1/layers", "/v1/cache", "/v1/snapshots", "/v1/restore", "/metrics"]) {
-      assert.ok(!(await adminText(p)).includes(password), p);
+      assert.ok(!(await admin(p)).includes(password), p);
     }
     assert.ok(!daemon!.logs().includes(password));
     assert.ok(!daemon!.logs().includes(Buffer.from(`${username}:${password}`).toString("base64")));

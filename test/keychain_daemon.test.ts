@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cleanupDir, startContainerd, startStargz } from "./_containerd.ts";
+import { cleanupDir, decisionReader, startContainerd, startStargz } from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull } from "./_cri.ts";
 import { estargzLayer, makeBusyboxRoot, pushLayers, tarDir } from "./_images.ts";
@@ -30,19 +30,10 @@ let ctd: Containerd | undefined;
 let busybox: BuiltLayer;
 let username: string;
 let password: string;
-const seen = new Set<string>();
 const savedDockerConfig = process.env.DOCKER_CONFIG;
 
-function newDecisions(): { prepared: string; reason?: string }[] {
-  const out = [];
-  for (const line of daemon!.logs().split("\n")) {
-    if (!line.includes("remote-snapshot-prepared") || seen.has(line)) continue;
-    seen.add(line);
-    const rec = JSON.parse(line);
-    out.push({ prepared: rec["remote-snapshot-prepared"], reason: rec.reason });
-  }
-  return out;
-}
+/** The daemon's `remote-snapshot-prepared` decisions logged since the last call, in order. */
+const newDecisions = decisionReader(() => daemon!.logs());
 
 async function uniqueLayer(name: string): Promise<{ layer: BuiltLayer; text: string }> {
   const d = path.join(dir, name);
@@ -54,11 +45,9 @@ async function uniqueLayer(name: string): Promise<{ layer: BuiltLayer; text: str
 }
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk(
-    ["run", "--rm", "--snapshotter", "stargz", ref, `kc-${randomUUID().slice(0, 8)}`, "/bin/sh"]
-      .concat(["-c", script]),
-    { namespace: "k8s.io", timeoutMs: 120_000 },
-  );
+  ctd!.runStargz(ref, `kc-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
+    timeoutMs: 120_000,
+  });
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "sgz-kcd-"));

@@ -8,10 +8,15 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { cleanupDir, startContainerd, startStargz } from "./_containerd.ts";
+import {
+  adminText,
+  cleanupDir,
+  decisionReader,
+  startContainerd,
+  startStargz,
+} from "./_containerd.ts";
 import type { Containerd, StargzProcess } from "./_containerd.ts";
 import { criPull } from "./_cri.ts";
 import {
@@ -38,36 +43,14 @@ let busybox: { esgz: BuiltLayer; plain: BuiltLayer };
 let data: { esgz: BuiltLayer; plain: BuiltLayer };
 const big = patternBytes(3 << 20, 99);
 const bigSum = createHash("sha256").update(big).digest("hex");
-const decisionsSeen = new Set<string>();
 
 /** The daemon's `remote-snapshot-prepared` decisions logged since the last call, in order. */
-function newDecisions(): { prepared: string; reason?: string; digest?: string }[] {
-  const out = [];
-  for (const line of daemon!.logs().split("\n")) {
-    if (!line.includes("remote-snapshot-prepared") || decisionsSeen.has(line)) continue;
-    decisionsSeen.add(line);
-    const rec = JSON.parse(line);
-    out.push({
-      prepared: rec["remote-snapshot-prepared"],
-      reason: rec.reason,
-      digest: rec.digest ?? rec.layer,
-    });
-  }
-  return out;
-}
+const newDecisions = decisionReader(() => daemon!.logs());
 
-function adminText(p: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get({ socketPath: path.join(dir, "admin.sock"), path: p }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve(body));
-    }).on("error", reject);
-  });
-}
+const admin = (p: string): Promise<string> => adminText(path.join(dir, "admin.sock"), p);
 
 async function adminGet(p: string): Promise<unknown> {
-  return JSON.parse(await adminText(p));
+  return JSON.parse(await admin(p));
 }
 
 async function startDaemon(): Promise<void> {
@@ -75,18 +58,7 @@ async function startDaemon(): Promise<void> {
 }
 
 const run = (ref: string, script: string): Promise<string> =>
-  ctd!.ctrOk([
-    "run",
-    "--rm",
-    "--snapshotter",
-    "stargz",
-    ref,
-    `lazy-${randomUUID().slice(0, 8)}`,
-    "/bin/sh",
-    "-c",
-    script,
-  ], {
-    namespace: "k8s.io",
+  ctd!.runStargz(ref, `lazy-${randomUUID().slice(0, 8)}`, ["/bin/sh", "-c", script], {
     timeoutMs: 120_000,
   });
 
@@ -211,7 +183,7 @@ describe("lazy pull with containerd", () => {
     assert.equal(doc.daemon.root, daemon!.root);
 
     const page = path.join(dir, "status.html");
-    fs.writeFileSync(page, await adminText("/"));
+    fs.writeFileSync(page, await admin("/"));
     const browser = await chromium();
     if (!browser) {
       assert.fail("chromium is not installed (scripts/setup-dev.sh installs it)");

@@ -26,6 +26,7 @@ import { criPull } from "./_cri.ts";
 import { estargzLayer, makeBusyboxRoot, patternBytes, pushLayers, tarDir } from "./_images.ts";
 import { startFaultProxy, startRegistry } from "./_registry.ts";
 import type { FaultProxy, TestRegistry } from "./_registry.ts";
+import { processesWith } from "./_fuse.ts";
 
 /** Files in the data layer: the loop reads a different one each round, so most are cold. */
 const FILES = 400;
@@ -127,22 +128,6 @@ function configArgs(): string[] {
 
 async function startDaemon(binary?: string): Promise<void> {
   daemon = await startStargz({ dir, args: configArgs(), binary });
-}
-
-/** Processes whose command line names `needle`. */
-function processesWith(needle: string): number[] {
-  const pids: number[] = [];
-  for (const name of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    let cmdline = "";
-    try {
-      cmdline = fs.readFileSync(`/proc/${name}/cmdline`, "utf8");
-    } catch {
-      continue;
-    }
-    if (cmdline.split("\0").some((a) => a.includes(needle))) pids.push(Number(name));
-  }
-  return pids;
 }
 
 function holders(): number[] {
@@ -346,16 +331,7 @@ describe("restarting the daemon under a running container", () => {
     const mounts = fuseMounts();
     assert.equal(mounts.length, 1, mounts.join("\n"));
     await containerdReconnected();
-    const stdout = await ctd!.ctrOk([
-      "run",
-      "--rm",
-      "--snapshotter",
-      "stargz",
-      ref,
-      "restart-second",
-      "/bin/cat",
-      "/data/hello",
-    ], { namespace: "k8s.io", timeoutMs: 60_000 });
+    const stdout = await ctd!.runStargz(ref, "restart-second", ["/bin/cat", "/data/hello"]);
     assert.equal(stdout, "hello\n");
     const hs = holders();
     assert.equal(hs.length, 1, `holders: ${hs}`);
@@ -383,16 +359,7 @@ describe("restarting the daemon under a running container", () => {
     assert.notEqual(mountDev(mounts[0]!), oldDev);
     await containerdReconnected();
     assert.equal(
-      await ctd!.ctrOk([
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
-        ref,
-        "restart-third",
-        "/bin/cat",
-        "/data/hello",
-      ], { namespace: "k8s.io", timeoutMs: 60_000 }),
+      await ctd!.runStargz(ref, "restart-third", ["/bin/cat", "/data/hello"]),
       "hello\n",
     );
     const hs = holders();

@@ -106,17 +106,9 @@ describe("CRI pull through the stargz snapshotter", () => {
   });
 
   const run = async (id: string): Promise<string> =>
-    await ctd!.ctrOk([
-      "run",
-      "--rm",
-      "--snapshotter",
-      "stargz",
-      ref,
-      id,
-      "/bin/sh",
-      "-c",
-      "cat /remote.txt /local.txt; echo done",
-    ], { namespace: "k8s.io", timeoutMs: 120_000 });
+    await ctd!.runStargz(ref, id, ["/bin/sh", "-c", "cat /remote.txt /local.txt; echo done"], {
+      timeoutMs: 120_000,
+    });
 
   it("mounts known layers remotely, falls back for the others, and runs the container", async () => {
     const imageRef = await criPull(ctd!.address, ref);

@@ -5,7 +5,6 @@ import {
   type ConvertOptions,
   EstargzError,
 } from "../estargz/mod.ts";
-import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log } from "../log/mod.ts";
 import {
   parsePlatform,
@@ -16,6 +15,7 @@ import {
 import type { Command } from "./_command.ts";
 import { convertImage, looksLikeImageReferences } from "./_image_convert.ts";
 import { CommandError } from "./_command.ts";
+import { configFromFlags } from "./_config.ts";
 import { bool, int, str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
@@ -105,14 +105,7 @@ export const convertCommand: Command = {
     try {
       if (!bool(flags, "oci-layout") && await looksLikeImageReferences(input, output)) {
         const p = str(flags, "platform");
-        let config;
-        try {
-          const file = str(flags, "config") ?? DEFAULT_CONFIG;
-          config = (await loadConfig(file, { explicit: flags.given.has("config") })).config;
-        } catch (err) {
-          if (err instanceof ConfigError) throw new CommandError(err.message);
-          throw err;
-        }
+        const config = await configFromFlags(flags);
         const registry = new RegistryClient(await registryOptionsFromConfig(config, log));
         const r = await convertImage(registry, input, output, {
           ...opts,

@@ -15,10 +15,10 @@ import {
   RegistryError,
   registryOptionsFromConfig,
 } from "../registry/mod.ts";
-import { ConfigError, loadConfig } from "../config/mod.ts";
 import { log } from "../log/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
+import { configFromFlags } from "./_config.ts";
 import { str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
@@ -124,14 +124,7 @@ export const inspectCommand: Command = {
   async run(flags) {
     const [ref, ...extra] = flags.positional;
     if (!ref || extra.length) throw new CommandError("inspect needs exactly one argument: REF", 2);
-    let config;
-    try {
-      const file = str(flags, "config") ?? DEFAULT_CONFIG;
-      config = (await loadConfig(file, { explicit: flags.given.has("config") })).config;
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CommandError(err.message);
-      throw err;
-    }
+    const config = await configFromFlags(flags);
     try {
       parseReference(ref);
       const p = str(flags, "platform");

@@ -3,7 +3,6 @@ import { createReadStream } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ConfigError, loadConfig } from "../config/mod.ts";
 import type { BlobReader } from "../estargz/mod.ts";
 import { fileBlobReader } from "../estargz/mod.ts";
 import { mountBlob, rangeSourceOf } from "../fs/mod.ts";
@@ -19,6 +18,7 @@ import {
 } from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
+import { configFromFlags } from "./_config.ts";
 import { bool, str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
@@ -95,15 +95,7 @@ export const mountCommand: Command = {
     setLogLevel(level);
     if (flags.positional.length !== 2) throw new CommandError("expected SOURCE and MOUNTPOINT", 2);
     const [source, mountpoint] = flags.positional;
-    let config;
-    try {
-      config = (await loadConfig(str(flags, "config") ?? DEFAULT_CONFIG, {
-        explicit: flags.given.has("config"),
-      })).config;
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CommandError(err.message);
-      throw err;
-    }
+    const config = await configFromFlags(flags);
     if (!(await exists(mountpoint))) {
       throw new CommandError(`mountpoint ${mountpoint} does not exist`);
     }

@@ -3,7 +3,6 @@
  * its own API so that the stargz snapshotter mounts eStargz layers lazily; `ctr run
  * --snapshotter stargz REF` then starts it. Flags follow `ctr`'s.
  */
-import { ConfigError, loadConfig } from "../config/mod.ts";
 import {
   ContainerdClient,
   ContainerdError,
@@ -25,11 +24,12 @@ import {
 } from "../registry/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
+import { configFromFlags } from "./_config.ts";
 import { bool, str } from "./_flags.ts";
 import { DEFAULT_CONFIG } from "./serve.ts";
 
 /** containerd's default socket (ctr's `--address`). */
-export const DEFAULT_CONTAINERD_ADDRESS = "/run/containerd/containerd.sock";
+const DEFAULT_CONTAINERD_ADDRESS = "/run/containerd/containerd.sock";
 
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -148,14 +148,7 @@ export const rpullCommand: Command = {
   async run(flags) {
     const [refArg, ...extra] = flags.positional;
     if (!refArg || extra.length) throw new CommandError("rpull needs exactly one argument: REF", 2);
-    let config;
-    try {
-      const file = str(flags, "config") ?? DEFAULT_CONFIG;
-      config = (await loadConfig(file, { explicit: flags.given.has("config") })).config;
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CommandError(err.message);
-      throw err;
-    }
+    const config = await configFromFlags(flags);
     let ctd: ContainerdClient | undefined;
     try {
       const ref = parseReference(refArg);

@@ -1,9 +1,9 @@
 import * as http from "node:http";
 import * as v from "valibot";
-import { ConfigError, loadConfig } from "../config/mod.ts";
 import { formatBytes, type Status, StatusSchema } from "../service/mod.ts";
 import type { Command } from "./_command.ts";
 import { CommandError } from "./_command.ts";
+import { configFromFlags } from "./_config.ts";
 import { str } from "./_flags.ts";
 import { adminAddress, DEFAULT_ADDRESS, DEFAULT_CONFIG } from "./serve.ts";
 
@@ -41,7 +41,7 @@ function table(rows: string[][]): string[] {
 }
 
 /** The status as the table `stargz status` prints. */
-export function formatStatus(s: Status): string {
+function formatStatus(s: Status): string {
   const d = s.daemon;
   const out = [
     `stargz ${d.version}, pid ${d.pid}, up since ${d.startedAt}`,
@@ -130,16 +130,7 @@ export const statusCommand: Command = {
   async run(flags) {
     let admin = str(flags, "admin");
     if (!admin) {
-      let configured: string;
-      try {
-        const loaded = await loadConfig(str(flags, "config") ?? DEFAULT_CONFIG, {
-          explicit: flags.given.has("config"),
-        });
-        configured = loaded.config.admin.address;
-      } catch (err) {
-        if (err instanceof ConfigError) throw new CommandError(err.message, 1);
-        throw err;
-      }
+      const configured = (await configFromFlags(flags)).admin.address;
       admin = adminAddress(configured, str(flags, "address") ?? DEFAULT_ADDRESS);
       if (!admin) throw new CommandError('the admin API is off ([admin] address = "off")', 1);
     }

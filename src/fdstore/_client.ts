@@ -7,6 +7,11 @@ import type { Logger } from "../log/mod.ts";
 import { takeFd } from "../runtime/mod.ts";
 import { Reply, type Request } from "./_protocol.ts";
 
+/** The fd holder could not be started, answered nonsense, or refused a request. */
+export class FdHolderError extends Error {
+  override name = "FdHolderError";
+}
+
 /** Descriptors kept outside this process under names of the caller's choosing. */
 export interface FdStore {
   /**
@@ -94,7 +99,7 @@ async function connectOrStart(opts: OpenHolderOptions): Promise<net.Socket> {
   for (;;) {
     const s = await connect(opts.socket);
     if (s) return s;
-    if (Date.now() > deadline) throw new Error(`fd holder did not start on ${opts.socket}`);
+    if (Date.now() > deadline) throw new FdHolderError(`fd holder did not start on ${opts.socket}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -123,7 +128,7 @@ class HolderStore implements FdStore {
     const list = await conn.ask({ op: "list" });
     if (!list.ok || list.pid === undefined) {
       conn.end();
-      throw new Error(`fd holder: ${list.error ?? "no pid in its answer"}`);
+      throw new FdHolderError(`fd holder: ${list.error ?? "no pid in its answer"}`);
     }
     const handedBack = new Map<string, number>();
     for (const { name, fd } of list.fds ?? []) {
@@ -172,7 +177,7 @@ class HolderStore implements FdStore {
 
   async #hold(conn: Connection, name: string, fd: number): Promise<void> {
     const r = await conn.ask({ op: "hold", name, pid: process.pid, fd });
-    if (!r.ok) throw new Error(`fd holder refused ${name}: ${r.error}`);
+    if (!r.ok) throw new FdHolderError(`fd holder refused ${name}: ${r.error}`);
   }
 
   async keep(name: string, fd: number): Promise<void> {
@@ -193,7 +198,7 @@ class HolderStore implements FdStore {
     // No holder to tell: what it kept went with it.
     if (!this.#conn && !this.#reconnecting) return;
     const r = await (await this.#connection()).ask({ op: "drop", name });
-    if (!r.ok) throw new Error(`fd holder: ${r.error}`);
+    if (!r.ok) throw new FdHolderError(`fd holder: ${r.error}`);
   }
 
   close(): void {

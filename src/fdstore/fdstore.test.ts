@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { log } from "../log/mod.ts";
 import { scriptCommand } from "../runtime/mod.ts";
 import { openHolder } from "./mod.ts";
+import { processesWith } from "../../test/_fuse.ts";
 
 const MAIN = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../main.ts");
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "stargz-fdstore-"));
@@ -17,15 +18,7 @@ const options = {
 };
 
 /** Pids of processes serving `socket`. */
-function holders(): number[] {
-  return fs.readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((n) => {
-    try {
-      return fs.readFileSync(`/proc/${n}/cmdline`, "utf8").split("\0").includes(socket);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
+const holders = (): number[] => processesWith(socket);
 
 async function until(p: () => boolean | Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;

@@ -8,5 +8,5 @@
  * (see `takeFd` in src/runtime), never through the socket: the holder copies the daemon's
  * descriptor by number, and a new daemon copies the holder's back the same way.
  */
-export { type FdStore, openHolder, type OpenHolderOptions } from "./_client.ts";
+export { FdHolderError, type FdStore, openHolder, type OpenHolderOptions } from "./_client.ts";
 export { runHolder } from "./_holder.ts";

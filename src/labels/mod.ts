@@ -5,9 +5,7 @@
  * use it without depending on each other.
  */
 import * as v from "valibot";
-import { DigestSchema } from "../registry/digest.ts";
-import type { Digest } from "../registry/digest.ts";
-import { parseReference } from "../registry/reference.ts";
+import { type Digest, DigestSchema, parseReference } from "../registry/mod.ts";
 
 /** Label containerd puts on an unpack Prepare: the name to commit the layer under. */
 export const TARGET_SNAPSHOT_LABEL = "containerd.io/snapshot.ref";

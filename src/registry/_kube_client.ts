@@ -169,6 +169,9 @@ export interface WatchEvent {
   object: unknown;
 }
 
+/** The part of a `Status` object (the API server's error body) shown in our errors. */
+const StatusMessage = v.object({ message: v.string() });
+
 const WatchEventSchema = v.object({
   type: v.picklist(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]),
   object: v.unknown(),
@@ -237,9 +240,10 @@ export class KubeClient {
         const body = await res.text().catch(() => "");
         let message = body.slice(0, 200);
         try {
-          message = String((JSON.parse(body) as { message?: unknown }).message ?? message);
+          const status = v.safeParse(StatusMessage, JSON.parse(body));
+          if (status.success) message = status.output.message;
         } catch {
-          // not a Status object
+          // not JSON, so not a Status object
         }
         throw new KubeError(
           `API server ${this.target.server}: GET ${pathAndQuery.split("?")[0]}: ` +

@@ -12,7 +12,7 @@ import * as fs from "node:fs/promises";
 import * as v from "valibot";
 import { jwtExpiry } from "./auth.ts";
 import type { Credentials, Keychain } from "./keychain.ts";
-import { normaliseKey } from "./keychain.ts";
+import { decodeAuthField, normaliseKey } from "./keychain.ts";
 import { parseReference } from "./reference.ts";
 
 /** The CRI `AuthConfig` message (k8s.io/cri-api runtime.v1), as decoded from the wire. */
@@ -45,15 +45,7 @@ export function imageKey(image: string): string {
 }
 
 function toEntry(auth: CriAuthConfig): StoredEntry | undefined {
-  const e: StoredEntry = {};
-  if (auth.auth) {
-    const decoded = Buffer.from(auth.auth, "base64").toString();
-    const colon = decoded.indexOf(":");
-    if (colon > 0) {
-      e.username = decoded.slice(0, colon);
-      e.password = decoded.slice(colon + 1);
-    }
-  }
+  const e: StoredEntry = auth.auth ? { ...decodeAuthField(auth.auth) } : {};
   if (auth.username) e.username = auth.username;
   if (auth.password) e.password = auth.password;
   if (auth.identity_token) e.identityToken = auth.identity_token;

@@ -70,17 +70,20 @@ export function authKeyFor(host: string): string {
   return HUB_NAMES.has(host) ? DOCKER_HUB_AUTH_KEY : host;
 }
 
+/**
+ * The username and password of a base64 `user:password` `auth` field (docker config entries,
+ * CRI `AuthConfig`); nothing when it holds no colon after a non-empty user.
+ */
+export function decodeAuthField(auth: string): { username: string; password: string } | undefined {
+  const decoded = Buffer.from(auth, "base64").toString();
+  const colon = decoded.indexOf(":");
+  if (colon <= 0) return undefined;
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
 /** Credentials from a docker config `auths` entry (also the shape of dockerconfigjson secrets). */
 export function fromEntry(entry: v.InferOutput<typeof AuthEntry>): Credentials | undefined {
-  const c: Credentials = {};
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, "base64").toString();
-    const colon = decoded.indexOf(":");
-    if (colon > 0) {
-      c.username = decoded.slice(0, colon);
-      c.password = decoded.slice(colon + 1);
-    }
-  }
+  const c: Credentials = entry.auth ? { ...decodeAuthField(entry.auth) } : {};
   if (entry.username) c.username = entry.username;
   if (entry.password) c.password = entry.password;
   if (entry.identitytoken) c.identityToken = entry.identitytoken;

@@ -7,8 +7,16 @@
  */
 import { closeSync, openSync } from "node:fs";
 
-// deno-lint-ignore no-explicit-any
-const g = globalThis as any;
+/** The part of Deno's FFI used here, typed by hand: the source is checked without Deno's lib. */
+interface DenoFfi {
+  dlopen(lib: string, defs: Record<string, { parameters: string[]; result: string }>): {
+    symbols: Record<string, (...a: unknown[]) => unknown>;
+  };
+  UnsafePointer: { of(buf: Uint8Array): unknown; value(p: unknown): number | bigint };
+  UnsafePointerView: new (p: unknown) => { getInt32(off: number): number };
+}
+
+const g = globalThis as { Bun?: unknown; Deno?: DenoFfi };
 
 /** pidfd_open(2) and pidfd_getfd(2): the same numbers on every architecture (since Linux 5.6). */
 const SYS_PIDFD_OPEN = 434;
@@ -85,7 +93,7 @@ function bunLibc(): Libc {
 }
 
 function denoLibc(): Libc {
-  const D = g.Deno;
+  const D = g.Deno!;
   const { symbols: s } = D.dlopen("libc.so.6", {
     syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
     close: { parameters: ["i32"], result: "i32" },
@@ -97,13 +105,15 @@ function denoLibc(): Libc {
     __errno_location: { parameters: [], result: "pointer" },
   });
   return {
-    syscall: (nr, a, b, c) => Number(s.syscall(BigInt(nr), BigInt(a), BigInt(b), BigInt(c))),
-    close: (fd) => s.close(fd),
-    dup3: (a, b, f) => s.dup3(a, b, f),
-    fcntl: (fd, cmd, arg) => s.fcntl(fd, cmd, arg),
-    socket: (d, t, p) => s.socket(d, t, p),
+    syscall: (nr, a, b, c) =>
+      Number(s.syscall(BigInt(nr), BigInt(a), BigInt(b), BigInt(c)) as bigint),
+    // i32 results come back as numbers, i64 ones as bigints.
+    close: (fd) => s.close(fd) as number,
+    dup3: (a, b, f) => s.dup3(a, b, f) as number,
+    fcntl: (fd, cmd, arg) => s.fcntl(fd, cmd, arg) as number,
+    socket: (d, t, p) => s.socket(d, t, p) as number,
     sendmsg: (fd, msg, flags) => Number(s.sendmsg(fd, msg, flags)),
-    poll: (fds, n, t) => s.poll(fds, BigInt(n), t),
+    poll: (fds, n, t) => s.poll(fds, BigInt(n), t) as number,
     address: (buf) => BigInt(D.UnsafePointer.value(D.UnsafePointer.of(buf))),
     errno: () => new D.UnsafePointerView(s.__errno_location()).getInt32(0),
   };
