@@ -3,9 +3,10 @@
  * busybox containers (runc) reading lazily pulled files while the registry in front of them goes
  * down, trickles, expires its tokens or loses a blob, and while the cache disk is full.
  *
- * Containers report each read to a bind-mounted control directory (`/ctl/log`) and wait for the
- * test's marker files (`/ctl/down`, `/ctl/stop`), so every step waits for what it needs: a
- * number of reads, a number of retries in the daemon's log, a line in the log — never for time.
+ * Containers report each read to a bind-mounted control directory (`/ctl/log`) and take each
+ * step when the test writes a line to one of its FIFOs (`/ctl/ticks`: read the next file;
+ * `/ctl/down`: the outage began), so every step waits for what it needs: a number of reads, a
+ * number of retries in the daemon's log, a line in the log — never for time.
  * Prefetch only of the files a layer puts before its `.prefetch.landmark`, no background fetch and
  * `[blob] chunk_size = 1` (no read ahead): any other file is uncached until a container reads it.
  *
@@ -85,9 +86,17 @@ const sha256 = (d: Uint8Array) => createHash("sha256").update(d).digest("hex");
 /** A container's control directory, bind-mounted at /ctl. */
 class Control {
   readonly dir = path.join(dir, `ctl-${randomUUID().slice(0, 8)}`);
+  /** Write ends of the FIFOs the container blocks on (opened read-write: never blocks here). */
+  readonly #fifos = new Map<"ticks" | "down", number>();
+  #ticks = 0;
   constructor() {
     fs.mkdirSync(this.dir);
     fs.writeFileSync(this.log, "");
+    for (const name of ["ticks", "down"] as const) {
+      const p = path.join(this.dir, name);
+      execFileSync("mkfifo", [p]);
+      this.#fifos.set(name, fs.openSync(p, fs.constants.O_RDWR));
+    }
   }
   get log(): string {
     return path.join(this.dir, "log");
@@ -98,11 +107,40 @@ class Control {
   count(re: RegExp): number {
     return this.lines().filter((l) => re.test(l)).length;
   }
+  /** Tells the container the outage began, or its read loop to end. */
   mark(name: "down" | "stop"): void {
-    fs.writeFileSync(path.join(this.dir, name), "");
+    if (name === "down") fs.writeSync(this.#fifos.get("down")!, "down\n");
+    else fs.writeSync(this.#fifos.get("ticks")!, "stop\n");
+  }
+  /** Lets the read loop read one more file. */
+  tick(): void {
+    fs.writeSync(this.#fifos.get("ticks")!, "go\n");
+    this.#ticks++;
+  }
+  /** The reads the loop `tag` has reported, ok or failed. */
+  reported(tag: string): number {
+    return this.count(new RegExp(`^${tag} (ok|FAIL) `));
+  }
+  /**
+   * Steps the read loop `tag` one file at a time, each step once the last read reported, until
+   * `done()`; then no read of the loop is in flight.
+   */
+  async stepUntil(tag: string, done: () => boolean, what: string): Promise<void> {
+    await waitUntil(
+      () => {
+        if (done()) return true;
+        if (this.reported(tag) >= this.#ticks) this.tick();
+        return false;
+      },
+      120_000,
+      what,
+    );
   }
   read(name: string): string {
     return fs.readFileSync(path.join(this.dir, name), "utf8");
+  }
+  close(): void {
+    for (const fd of this.#fifos.values()) fs.closeSync(fd);
   }
 }
 
@@ -123,14 +161,14 @@ function run(ref: string, script: string, ctl?: Control): Promise<string> {
 }
 
 /**
- * Shell: reads `/<dir>/NNN` from `from` on, one every 0.25 s, logging `<tag> ok|FAIL n` to
- * /ctl/log, until /ctl/stop exists.
+ * Shell: reads `/<dir>/NNN` from `from` on, one for each `go` line on /ctl/ticks, logging
+ * `<tag> ok|FAIL n` to /ctl/log, until a `stop` line (or `count` files).
  */
 function readLoop(tag: string, dirName: string, from: number, count: number): string {
-  return `i=${from}; while [ ! -e /ctl/stop ] && [ $i -lt ${count} ]; do ` +
+  return `i=${from}; while [ $i -lt ${count} ] && read t <&3 && [ "$t" = go ]; do ` +
     `f=/${dirName}/$(printf %03d $i); ` +
     `if cat $f > /dev/null; then echo "${tag} ok $i" >> /ctl/log; ` +
-    `else echo "${tag} FAIL $i" >> /ctl/log; fi; i=$((i+1)); sleep 0.25; done`;
+    `else echo "${tag} FAIL $i" >> /ctl/log; fi; i=$((i+1)); done 3< /ctl/ticks`;
 }
 
 /** Lines of the daemon's log added since `mark` that match `re`. */
@@ -221,12 +259,14 @@ describe("faults while containers run", () => {
       `else echo "c FAIL ${p}" >> /ctl/log; fi`
     ).join("; ");
     const script = `(${readLoop("f", "f", 10, 200)}) & ` +
-      `while [ ! -e /ctl/down ]; do sleep 0.1; done; ${cachedReads}; wait`;
+      `read d < /ctl/down; ${cachedReads}; wait`;
     const container = run(ref, script, ctl);
-    await waitUntil(() => ctl.count(/^f ok/) >= 3, 120_000, "reads before the outage");
+    await ctl.stepUntil("f", () => ctl.count(/^f ok/) >= 3, "reads before the outage");
     const mark = daemon.logs().length;
     await proxy.down();
     ctl.mark("down");
+    // One uncached read during the outage: it must wait, not fail.
+    ctl.tick();
     await waitUntil(
       () =>
         ctl.count(/^c /) === 20 &&
@@ -236,9 +276,10 @@ describe("faults while containers run", () => {
     );
     const okBefore = ctl.count(/^f ok/);
     await proxy.up();
-    await waitUntil(() => ctl.count(/^f ok/) >= okBefore + 3, 120_000, "reads after the outage");
+    await ctl.stepUntil("f", () => ctl.count(/^f ok/) >= okBefore + 3, "reads after the outage");
     ctl.mark("stop");
     await container;
+    ctl.close();
     const lines = ctl.lines();
     assert.deepEqual(lines.filter((l) => l.includes("FAIL")), [], lines.join("\n"));
     assert.equal(ctl.count(/^c ok/), 20);
@@ -254,9 +295,10 @@ describe("faults while containers run", () => {
       `cat /.stargz-snapshotter/${digest}.json > /ctl/state; ` +
       `cat /.stargz-snapshotter/${pushedDigest(busybox)}.json > /ctl/busybox-state`;
     const container = run(ref, script, ctl);
-    await waitUntil(() => ctl.count(/^f ok/) >= 2, 120_000, "reads before the outage");
+    await ctl.stepUntil("f", () => ctl.count(/^f ok/) >= 2, "reads before the outage");
     const mark = daemon.logs().length;
     await proxy.down();
+    ctl.tick();
     // The kernel asks again after a failed read-ahead (a synchronous read of the page, which
     // itself may be retried once): the container sees EIO when the last of these requests
     // reaches its deadline too, which only the container can tell.
@@ -275,11 +317,12 @@ describe("faults while containers run", () => {
       const first = lines.findIndex((l) => l.includes("FAIL"));
       return first < 0 ? 0 : lines.slice(first).filter((l) => / ok /.test(l)).length;
     };
-    await waitUntil(() => okAfterFailure() >= 2, 120_000, "reads after the outage").catch((e) => {
+    await ctl.stepUntil("f", () => okAfterFailure() >= 2, "reads after the outage").catch((e) => {
       throw new Error(`${e.message}: ${ctl.lines().join(", ")}`);
     });
     ctl.mark("stop");
     await container;
+    ctl.close();
     const lines = ctl.lines();
     const failed = lines.filter((l) => l.includes("FAIL"));
     assert.equal(failed.length, 1, `one read outlived the deadline:\n${lines.join("\n")}`);

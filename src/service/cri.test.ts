@@ -2,10 +2,12 @@ import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { existsSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { criImageDescriptorJson } from "../../scripts/gen-proto.ts";
+import { waitUntil } from "../../test/_containerd.ts";
 import { defaultConfig } from "../config/mod.ts";
 import { Logger } from "../log/mod.ts";
 import { CriKeychain } from "../registry/mod.ts";
@@ -109,8 +111,14 @@ describe("CRI image service proxy", () => {
       image: { image: "reg.io/app:v1" },
       auth: { username: "u", password: "pw" },
     }, md);
-    // Give the proxy time to find nobody listening (the pull must then wait, whatever the delay).
-    await new Promise((r) => setTimeout(r, 300));
+    // The proxy stores the pull's auth before passing the call on: once it holds it, the call is
+    // in the proxy, waiting for a backend that does not listen yet.
+    await waitUntil(
+      async () => (await keychain.get("reg.io", "app")) !== undefined,
+      30_000,
+      "the pull to reach the proxy",
+    );
+    assert.equal(existsSync(path.join(dir, "backend.sock")), false, "no backend yet");
     await bind(backend, path.join(dir, "backend.sock"));
     assert.deepEqual(await pulled, { image_ref: "sha256:abc" });
     assert.deepEqual(credsDuringPull, { username: "u", password: "pw" });
