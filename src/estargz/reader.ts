@@ -662,6 +662,29 @@ export class EstargzBlob {
     return undefined;
   }
 
+  /**
+   * The chunks of `file` that hold bytes of `[start, end)` of its content, in order: a binary
+   * search over the index's flat chunk list, without copying the file's whole list (the read
+   * path asks this on every read).
+   */
+  chunksBetween(file: string | EstargzNode, start: number, end: number): Chunk[] {
+    const k = this.#indexOf(file);
+    if (k === undefined) return [];
+    const x = this.#index;
+    const list = x.chunks;
+    const last = x.chunkStart[k] + x.chunkCount[k];
+    let lo = x.chunkStart[k];
+    let hi = last;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].chunkOffset + list[mid].chunkSize <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: Chunk[] = [];
+    for (let i = lo; i < last && list[i].chunkOffset < end; i++) out.push(list[i]);
+    return out;
+  }
+
   /** Every node of the index by path (hardlink names map to their target). */
   *nodes(): IterableIterator<[string, EstargzNode]> {
     for (const [p, k] of this.#index.byPath) yield [p, this.node(k)];

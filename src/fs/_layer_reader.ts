@@ -160,7 +160,7 @@ export class LayerReader {
     const started = performance.now();
     const op = { layer: this.layerDigest };
     METRICS.operationCount.add({ ...op, operation_type: Operation.onDemandReadAccessCount });
-    const chunks = this.#chunksIn(path, offset, end);
+    const chunks = this.blob.chunksBetween(path, offset, end);
     let covered = offset;
     for (const c of chunks) {
       if (c.chunkOffset <= covered) covered = Math.max(covered, c.chunkOffset + c.chunkSize);
@@ -199,20 +199,6 @@ export class LayerReader {
     }
     this.#streams.set(path, { start: offset, next: end, window: this.minFetchBytes });
     return undefined;
-  }
-
-  #chunksIn(path: string, start: number, end: number): Chunk[] {
-    const all = this.blob.chunks(path);
-    let lo = 0;
-    let hi = all.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (all[mid].chunkOffset + all[mid].chunkSize <= start) lo = mid + 1;
-      else hi = mid;
-    }
-    const out: Chunk[] = [];
-    for (let i = lo; i < all.length && all[i].chunkOffset < end; i++) out.push(all[i]);
-    return out;
   }
 
   #cached(e: Extent): boolean {
